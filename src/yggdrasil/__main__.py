@@ -1,0 +1,3 @@
+from yggdrasil.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""`ygg`: the one command. Each component contributes its own command group."""
+
+from __future__ import annotations
+
+import typer
+
+from yggdrasil import __version__
+from yggdrasil.devstack.cli import demo
+from yggdrasil.ops.cli import audit_app
+from yggdrasil.tenant.cli import app as tenant_app
+
+app = typer.Typer(
+    help="Yggdrasil: a federated ERP. Each company runs its own tenant server and PostgreSQL; "
+    "orders cross companies as signed events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(audit_app, name="audit")
+app.command()(demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version")) -> None:
+    """Yggdrasil command line."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,58 @@
+"""Canonical JSON: the one byte form that signatures and state hashes are computed over.
+
+Keys sorted, no whitespace, UTF-8 (not ASCII-escaped). Floats are refused: their text form is
+not stable across languages and versions, so amounts travel as decimal strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+
+def _reject_floats(value: Any) -> None:
+    if isinstance(value, float):
+        raise TypeError(f"float {value!r} has no canonical form; use a decimal string")
+    if isinstance(value, dict):
+        for item in value.values():
+            _reject_floats(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _reject_floats(item)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Raises TypeError for floats and for values JSON cannot represent."""
+    _reject_floats(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError(f"{value} has no canonical form")
+        # 1.50 and 1.5 are the same quantity whatever the column scale on either side.
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def state_hash(order_state: dict[str, Any]) -> str:
+    """sha256 hex of an order's state, as both sides compute it to detect divergence.
+
+    Decimals are normalised (trailing zeros dropped), datetimes, dates and UUIDs become their
+    ISO/str forms; strings are hashed as they are, so both sides must agree on what they put in.
+    """
+    return hashlib.sha256(canonical_json(_plain(order_state))).hexdigest()

@@ -1,0 +1,66 @@
+"""One typed settings object, built at the entrypoint and passed down.
+
+Sources, highest first: constructor arguments, environment variables `YGG_*`, the TOML file
+named by `YGG_CONFIG` (default `ygg.toml` in the working directory, if present).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YGG_", extra="ignore")
+
+    # -- tenant server ---------------------------------------------------------------------
+    tenant_id: str = Field("acme", pattern=r"^[a-z][a-z0-9-]{1,62}$", description="this tenant's id")
+    tenant_name: str = "ACME Seller"
+    tenant_dsn: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/ygg_tenant", description="the tenant's PostgreSQL"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(16, ge=1)
+    # How long a request waits for a database connection before it answers 503.
+    db_timeout_seconds: float = Field(0.8, gt=0)
+    # How often the background probe checks an unreachable database.
+    db_probe_interval_seconds: float = Field(1.0, gt=0)
+    cache_max_bytes: int = Field(512 * 1024 * 1024, ge=0)
+    cache_ttl_seconds: float = Field(30.0, ge=0)
+    # Expired entries are still served (marked stale) while the database is down, up to this age.
+    cache_max_stale_seconds: float = Field(3600.0, ge=0)
+    rate_limit_per_second: float = Field(200.0, gt=0)
+    rate_limit_burst: int = Field(400, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("YGG_CONFIG", "ygg.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)

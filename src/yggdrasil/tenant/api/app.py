@@ -1,0 +1,144 @@
+"""The tenant server's app factory. The lifespan owns the pool and the background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from yggdrasil import __version__
+from yggdrasil.settings import Settings
+from yggdrasil.tenant.api.cache import ResponseCache
+from yggdrasil.tenant.api.changes import ChangeHub
+from yggdrasil.tenant.api.database import Database
+from yggdrasil.tenant.api.deps import TenantServices, _principal
+from yggdrasil.tenant.api.errors import install_error_handlers
+from yggdrasil.tenant.api.metrics import TenantMetrics
+from yggdrasil.tenant.api.middleware import RequestContextMiddleware
+from yggdrasil.tenant.api.ratelimit import RateLimiter
+from yggdrasil.tenant.api.routes import (
+    audit,
+    customers,
+    items,
+    purchase_orders,
+    reports,
+    sales_orders,
+    stock,
+    suppliers,
+    warehouses,
+)
+from yggdrasil.tenant.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = TenantMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            settings.tenant_dsn, open=False, name="tenant",
+            min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+            check=AsyncConnectionPool.check_connection,
+            # Reconnect forever: a database that is down for an hour must not leave us with
+            # an empty pool that has given up.
+            reconnect_timeout=0,
+            kwargs={"connect_timeout": 2, "application_name": f"ygg-tenant-{settings.tenant_id}"},
+        )
+        await pool.open(wait=False)
+        db = Database(pool, settings.tenant_dsn, settings.db_timeout_seconds, settings.db_probe_interval_seconds)
+        try:
+            await pool.wait(timeout=10)
+        except Exception:
+            # Start anyway: the failure contract says the server serves what it can while the
+            # database is down and recovers without a restart.
+            log.error("database unreachable at start-up; serving degraded until it is back")
+            db.up = False
+            db.suspect()
+        cache = ResponseCache(settings.cache_max_bytes, settings.cache_ttl_seconds, settings.cache_max_stale_seconds)
+        services = TenantServices(
+            settings=settings, db=db, cache=cache,
+            limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+            metrics=metrics,
+        )
+        metrics.watch_pool(pool)
+        hub = ChangeHub(settings.tenant_dsn, cache)
+        app.state.services = services
+        app.state.hub = hub
+        tasks = [asyncio.create_task(db.probe_forever(), name="db-probe"),
+                 asyncio.create_task(hub.listen_forever(), name="change-listener")]
+        log.info("tenant server ready", extra={"tenant": settings.tenant_id})
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await pool.close()
+
+    app = FastAPI(
+        title=f"Yggdrasil tenant server ({settings.tenant_id})",
+        version=__version__,
+        description="A company's own ERP server: master data, stock, sales and purchase orders, "
+                    "reports and an audit trail written in the same transaction as each change.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+
+    for module in (customers, suppliers, items, warehouses, stock, sales_orders, purchase_orders, reports, audit):
+        app.include_router(module.router, prefix="/api/v1")
+
+    @app.get("/health", tags=["operations"], summary="Liveness and database state (no authentication)")
+    async def health(request: Request) -> JSONResponse:
+        services: TenantServices = request.app.state.services
+        db_state = services.db.state()
+        metrics.database_up.set(1 if services.db.up else 0)
+        return JSONResponse({
+            "status": "ok" if services.db.up else "degraded",
+            "tenant_id": settings.tenant_id,
+            "version": __version__,
+            "database": db_state,
+            "cache": {"entries": len(services.cache), "bytes": services.cache.size_bytes},
+            "change_listener": "connected" if request.app.state.hub.connected.is_set() else "disconnected",
+        })
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics(request: Request) -> Response:
+        metrics.database_up.set(1 if request.app.state.services.db.up else 0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def changes(websocket: WebSocket) -> None:
+        """Change notifications: one JSON message {table, id, op} per committed row change.
+        Authenticate with `?token=` (browsers cannot set headers on WebSocket requests)."""
+        token = websocket.query_params.get("token") or websocket.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        try:
+            principal = await _principal(websocket.app.state.services, token) if token else None
+        except DatabaseUnavailable:
+            principal = None
+        if principal is None:
+            await websocket.close(code=4401, reason="a valid token is required")
+            return
+        await websocket.accept()
+        hub: ChangeHub = websocket.app.state.hub
+        hub.clients.add(websocket)
+        try:
+            while True:
+                await websocket.receive_text()  # we only push; reading notices the close
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.clients.discard(websocket)
+
+    return app

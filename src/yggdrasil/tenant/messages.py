@@ -1,0 +1,29 @@
+"""User-facing text, looked up by id. The same ids appear in API error bodies and logs."""
+
+MESSAGES: dict[str, str] = {
+    "resource.not_found": "{resource} {id} does not exist",
+    "resource.stale_version": (
+        "{resource} {id} was changed by someone else (you sent version {sent}, it is now at "
+        "version {current}); reload it and try again"
+    ),
+    "resource.conflict": "{detail}",
+    "resource.reference_unknown": "{field} {id} does not exist",
+    "order.invalid_transition": "{resource} {id} is {state} and cannot be {action}",
+    "order.no_lines": "an order needs at least one line",
+    "order.not_editable": "{resource} {id} is {state}; only draft orders can be edited",
+    "stock.insufficient": (
+        "not enough stock of item {item_id} in warehouse {warehouse_id}: need {needed}, have {available}"
+    ),
+    "auth.missing_token": "an Authorization: Bearer <token> header is required",
+    "auth.invalid_token": "the bearer token is unknown, revoked or expired",
+    "auth.forbidden": "role {role} may not {action}; it needs one of: {allowed}",
+    "request.too_large": "request body is larger than {limit} bytes",
+    "request.invalid": "the request is invalid",
+    "request.rate_limited": "too many requests for this token; retry in {retry_after} s",
+    "database.unavailable": "the tenant database is unreachable; writes are refused until it is back",
+    "database.rejected": "the database refused the value: {detail}",
+}
+
+
+def message(message_id: str, **params: object) -> str:
+    return MESSAGES[message_id].format(**params)

@@ -1,0 +1,120 @@
+"""Fixtures shared by every tier.
+
+PostgreSQL: one throwaway cluster per test session (pgserver's binaries, 127.0.0.1, a random
+port), or the server named by YGG_TEST_ADMIN_DSN. The tenant migrations are applied once to a
+template database; each test gets a fresh copy of it (CREATE DATABASE ... TEMPLATE), which costs
+a file copy, not a migration run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from yggdrasil import db
+from yggdrasil.settings import Settings
+
+TEMPLATE_DB = "ygg_tenant_template"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("YGG_TEST_ADMIN_DSN")
+    if external:
+        yield external
+        return
+    from yggdrasil.devstack.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    try:
+        yield server.dsn()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tenant_template(pg_admin_dsn: str) -> str:
+    db.drop_database(pg_admin_dsn, TEMPLATE_DB)
+    db.create_database(pg_admin_dsn, TEMPLATE_DB)
+    db.apply_migrations(db.dsn_with_database(pg_admin_dsn, TEMPLATE_DB), "yggdrasil.tenant")
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def tenant_dsn(pg_admin_dsn: str, tenant_template: str) -> Iterator[str]:
+    """A fresh, migrated tenant database for this test."""
+    name = f"ygg_test_{uuid.uuid4().hex[:12]}"
+    db.create_database(pg_admin_dsn, name, template=tenant_template)
+    try:
+        yield db.dsn_with_database(pg_admin_dsn, name)
+    finally:
+        db.drop_database(pg_admin_dsn, name)
+
+
+def make_settings(tenant_dsn: str, **overrides: object) -> Settings:
+    return Settings(tenant_dsn=tenant_dsn, tenant_id="acme", log_json=False, **overrides)
+
+
+@dataclass
+class ApiClient:
+    """An in-process tenant server on a real database, with a token per role."""
+
+    http: httpx.AsyncClient
+    tokens: dict[str, str]
+    dsn: str
+
+    def as_role(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    async def request(self, method: str, url: str, role: str = "admin", **kwargs: object) -> httpx.Response:
+        headers = {**self.as_role(role), **kwargs.pop("headers", {})}  # type: ignore[arg-type]
+        return await self.http.request(method, url, headers=headers, **kwargs)
+
+    async def get(self, url: str, role: str = "admin", **kwargs: object) -> httpx.Response:
+        return await self.request("GET", url, role, **kwargs)
+
+    async def post(self, url: str, role: str = "admin", **kwargs: object) -> httpx.Response:
+        return await self.request("POST", url, role, **kwargs)
+
+    async def patch(self, url: str, role: str = "admin", **kwargs: object) -> httpx.Response:
+        return await self.request("PATCH", url, role, **kwargs)
+
+    async def delete(self, url: str, role: str = "admin", **kwargs: object) -> httpx.Response:
+        return await self.request("DELETE", url, role, **kwargs)
+
+
+def create_role_tokens(dsn: str) -> dict[str, str]:
+    from yggdrasil.tenant.auth import ROLES, create_token
+
+    with psycopg.connect(dsn) as conn:
+        return {role: create_token(conn, f"{role}-user", role) for role in ROLES}
+
+
+async def open_api(settings: Settings) -> AsyncIterator[ApiClient]:
+    from yggdrasil.tenant.api.app import create_app
+
+    app = create_app(settings)
+    tokens = create_role_tokens(settings.tenant_dsn)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tenant.test") as http:
+            yield ApiClient(http, tokens, settings.tenant_dsn)
+
+
+@pytest.fixture
+async def api(tenant_dsn: str) -> AsyncIterator[ApiClient]:
+    async for client in open_api(make_settings(tenant_dsn)):
+        yield client
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
