@@ -31,7 +31,8 @@ def tenant_permissions(tenant: str, modules: Iterable[str] = MODULES) -> dict[st
     publish = [outbound_pattern(tenant)]
     subscribe = [f"{inbox_prefix(tenant)}.>"]
     for module in modules:
-        stream, durable, own_filter = stream_name(module), durable_name(tenant, module), inbound_filter(module, tenant)
+        stream, durable = stream_name(module), durable_name(tenant, module)
+        own_filter = inbound_filter(module, tenant)
         publish += [
             # The filter's trailing `*` acts as a wildcard here too: it still matches only
             # filters for events addressed to this tenant.

@@ -140,9 +140,19 @@ def consumer_spec(
     )
 
 
-def declared_consumers(tenants: Iterable[str], **settings: float) -> list[ConsumerSpec]:
-    """One consumer per tenant and module; `settings` go to `consumer_spec`."""
-    return [consumer_spec(tenant, module, **settings) for tenant in tenants for module in MODULES]  # type: ignore[arg-type]
+def declared_consumers(
+    tenants: Iterable[str],
+    *,
+    ack_wait: float = DEFAULT_ACK_WAIT,
+    max_deliver: int = DEFAULT_MAX_DELIVER,
+    max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+) -> list[ConsumerSpec]:
+    """One consumer per tenant and module."""
+    return [
+        consumer_spec(tenant, module, ack_wait=ack_wait, max_deliver=max_deliver, max_ack_pending=max_ack_pending)
+        for tenant in tenants
+        for module in MODULES
+    ]
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,44 @@ events from its outbox, when a gap in the sequence does not fill in time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
-from yggdrasil.events.errors import PayloadInvalid, UnknownEventType
+from yggdrasil.events.errors import PayloadInvalid, UnknownEventType, summarise_validation_error
 
-# Decimal on the wire is a JSON string ("12.50"): a JSON number would be read as a float.
+DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
+
+
+def _decimal_text(value: Any) -> Any:
+    # A JSON number would have been read as a float already, and exponent forms ("1E+2") are
+    # not canonical: only plain decimal strings (or Decimals, in Python) are accepted.
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(DECIMAL_PATTERN, value):
+        raise ValueError(f"expected a decimal string like '12.50', got {value!r}")
+    return Decimal(value)
+
+
 DecimalString = Annotated[
     Decimal,
-    Field(json_schema_extra={"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, allow_inf_nan=False),
-    PlainSerializer(lambda value: str(value), return_type=str, when_used="always"),
+    BeforeValidator(_decimal_text),
+    Field(allow_inf_nan=False),
+    PlainSerializer(lambda value: format(value, "f"), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN}),
 ]
 
 
@@ -36,15 +60,6 @@ class OrderLine(Payload):
     description: str = Field("", max_length=1000)
     quantity: DecimalString
     unit_price: DecimalString
-
-    @model_validator(mode="before")
-    @classmethod
-    def _decimals_are_strings(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name in ("quantity", "unit_price"):
-                if name in data and not isinstance(data[name], str | Decimal):
-                    raise ValueError(f"{name} must be a decimal string, not {type(data[name]).__name__}")
-        return data
 
 
 class OrderPayload(Payload):
@@ -113,10 +128,5 @@ def validate_payload(type_name: str, payload: dict[str, Any]) -> Payload:
     try:
         return event_type(type_name).payload_model.model_validate(payload)
     except ValidationError as error:
-        raise PayloadInvalid(f"{type_name}: {_summary(error)}") from None
+        raise PayloadInvalid(f"{type_name}: {summarise_validation_error(error)}") from None
 
-
-def _summary(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}" for item in error.errors()
-    )

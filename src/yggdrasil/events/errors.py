@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import ValidationError
+
 
 class EventRejected(Exception):
     reason: ClassVar[str] = "event.rejected"
@@ -40,3 +42,10 @@ class SignatureInvalid(EventRejected):
 
 class SignatureMissing(SignatureInvalid):
     reason = "signature.missing"
+
+
+def summarise_validation_error(error: ValidationError) -> str:
+    """One line per failing field, for quarantine reasons and logs."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}" for item in error.errors()
+    )
