@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,7 @@ def create_role_tokens(dsn: str) -> dict[str, str]:
         return {role: create_token(conn, f"{role}-user", role) for role in ROLES}
 
 
+@asynccontextmanager
 async def open_api(settings: Settings) -> AsyncIterator[ApiClient]:
     from yggdrasil.tenant.api.app import create_app
 
@@ -111,7 +113,7 @@ async def open_api(settings: Settings) -> AsyncIterator[ApiClient]:
 
 @pytest.fixture
 async def api(tenant_dsn: str) -> AsyncIterator[ApiClient]:
-    async for client in open_api(make_settings(tenant_dsn)):
+    async with open_api(make_settings(tenant_dsn)) as client:
         yield client
 
 

@@ -51,3 +51,5 @@ class InvalidInput(TenantError):
 
 class DatabaseUnavailable(TenantError):
     message_id = "database.unavailable"
+    # True when the connection died after work was sent: a commit may have happened.
+    outcome_unknown = False

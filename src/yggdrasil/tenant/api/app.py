@@ -21,7 +21,7 @@ from yggdrasil.tenant.api.database import Database
 from yggdrasil.tenant.api.deps import TenantServices, _principal
 from yggdrasil.tenant.api.errors import install_error_handlers
 from yggdrasil.tenant.api.metrics import TenantMetrics
-from yggdrasil.tenant.api.middleware import RequestContextMiddleware
+from yggdrasil.tenant.api.middleware import API_PREFIX, RequestContextMiddleware
 from yggdrasil.tenant.api.ratelimit import RateLimiter
 from yggdrasil.tenant.api.routes import (
     audit,
@@ -37,6 +37,8 @@ from yggdrasil.tenant.api.routes import (
 from yggdrasil.tenant.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+
+API_MODULES = (customers, suppliers, items, warehouses, stock, sales_orders, purchase_orders, reports, audit)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -96,8 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
-    for module in (customers, suppliers, items, warehouses, stock, sales_orders, purchase_orders, reports, audit):
-        app.include_router(module.router, prefix="/api/v1")
+    for module in API_MODULES:
+        app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/health", tags=["operations"], summary="Liveness and database state (no authentication)")
     async def health(request: Request) -> JSONResponse:

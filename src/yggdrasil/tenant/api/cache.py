@@ -37,7 +37,7 @@ def tags_for_tables(*tables: str) -> frozenset[str]:
 class CacheEntry:
     body: bytes
     tags: frozenset[str]
-    stored_at: float = field(default_factory=time.monotonic)
+    stored_at: float = field(default_factory=lambda: time.monotonic())
 
     @property
     def size(self) -> int:

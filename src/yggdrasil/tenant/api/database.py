@@ -72,7 +72,7 @@ class Database:
             if reachable and not self.up:
                 log.info("database reachable again", extra={"down_seconds": round(time.monotonic() - self.down_since, 1)})
                 self.up, self.down_since = True, None
-                self.pool.check()  # drop connections that died with the old server
+                await self.pool.check()  # drop connections that died with the old server
             elif not reachable and self.up:
                 log.error("database unreachable: writes refused, reads served from cache")
                 self.up, self.down_since = False, time.monotonic()
@@ -87,15 +87,22 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection. Raises DatabaseUnavailable at once while the database is known
+        to be down; `outcome_unknown` on it says whether work had already been sent (then a
+        commit may or may not have happened)."""
         if not self.up:
             raise DatabaseUnavailable()
+        acquired = False
         try:
             async with self.pool.connection(timeout=self.timeout) as conn:
+                acquired = True
                 yield conn
         except Exception as exc:
             if is_connection_failure(exc):
                 self.suspect()
-                raise DatabaseUnavailable() from exc
+                error = DatabaseUnavailable()
+                error.outcome_unknown = acquired
+                raise error from exc
             raise
 
     async def run(

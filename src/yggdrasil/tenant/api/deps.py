@@ -22,7 +22,7 @@ from yggdrasil.tenant.api.database import Database
 from yggdrasil.tenant.api.metrics import TenantMetrics
 from yggdrasil.tenant.api.ratelimit import RateLimiter
 from yggdrasil.tenant.auth import ROLES, Principal, hash_token, principal_for_token
-from yggdrasil.tenant.errors import DatabaseUnavailable
+from yggdrasil.tenant.errors import DatabaseUnavailable, TenantError
 
 # How long a validated token is trusted without asking the database again. A revoked token
 # stops working within this time; while the database is down, known tokens keep working.
@@ -134,28 +134,35 @@ async def cached_read(
     """Answer a GET from the cache when fresh, else from the database (and cache the result).
     With the database down, answer from an expired entry marked stale, or 503 if there is none."""
     key = request.url.path + "?" + str(request.query_params)
-    entry = services.cache.fresh(key)
-    if entry is not None:
-        services.metrics.cache.labels("hit").inc()
-        return Response(entry.body, media_type="application/json", headers={"X-Cache": "hit"})
-    try:
-        data = await services.db.read(load)
-    except DatabaseUnavailable:
-        entry = services.cache.stale(key)
-        if entry is None:
-            raise
-        services.metrics.cache.labels("stale").inc()
-        age = int(entry.age())
-        return Response(
-            entry.body, media_type="application/json",
-            headers={"X-Cache": "stale", "Age": str(age), "Warning": '110 - "Response is Stale"',
-                     "X-Stale-Reason": "database unreachable"},
-        )
+    if services.db.up:
+        entry = services.cache.fresh(key)
+        if entry is not None:
+            services.metrics.cache.labels("hit").inc()
+            return Response(entry.body, media_type="application/json", headers={"X-Cache": "hit"})
+        try:
+            data = await services.db.read(load)
+        except DatabaseUnavailable:
+            return _stale_or_raise(services, key)
+    else:
+        # Even a fresh entry may be out of date once we cannot see the database: say so.
+        return _stale_or_raise(services, key)
     services.metrics.cache.labels("miss").inc()
     body = _json_bytes(data)
     services.cache.put(key, body, tags)
     services.metrics.cache_bytes.set(services.cache.size_bytes)
     return Response(body, media_type="application/json", headers={"X-Cache": "miss"})
+
+
+def _stale_or_raise(services: TenantServices, key: str) -> Response:
+    entry = services.cache.stale(key)
+    if entry is None:
+        raise DatabaseUnavailable()
+    services.metrics.cache.labels("stale").inc()
+    return Response(
+        entry.body, media_type="application/json",
+        headers={"X-Cache": "stale", "Age": str(int(entry.age())), "Warning": '110 - "Response is Stale"',
+                 "X-Stale-Reason": "database unreachable"},
+    )
 
 
 async def write(
@@ -166,7 +173,15 @@ async def write(
 ) -> Any:
     """Run one audited write transaction as the caller, then drop the cache entries it affects."""
     try:
-        return await services.db.run(work, actor=principal.actor, request_id=request_id())
-    finally:
-        # Also on failure: a failed commit may still have happened server-side; an extra miss is cheap.
+        result = await services.db.run(work, actor=principal.actor, request_id=request_id())
+    except DatabaseUnavailable as exc:
+        if exc.outcome_unknown:
+            services.cache.invalidate(tags)
+        raise
+    except TenantError:
+        raise  # refused before anything was written
+    except BaseException:
         services.cache.invalidate(tags)
+        raise
+    services.cache.invalidate(tags)
+    return result

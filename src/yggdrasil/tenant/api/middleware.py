@@ -20,6 +20,21 @@ class _BodyTooLarge(Exception):
     pass
 
 
+API_PREFIX = "/api/v1"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (`/api/v1/customers/{party_id}`), never the raw path:
+    metric labels must not grow with every id. FastAPI records the route as declared on its
+    router, without the prefix it was included under, so the prefix is put back here."""
+    path = getattr(scope.get("route"), "path", None)
+    if path is None:
+        return "unmatched"
+    if scope.get("path", "").startswith(API_PREFIX + "/") and not path.startswith(API_PREFIX):
+        return API_PREFIX + path
+    return path
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: TenantMetrics, max_body_bytes: int):
         self.app = app
@@ -85,8 +100,7 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started
-        route = scope.get("route")
-        route_name = getattr(route, "path", None) or "unmatched"
+        route_name = route_template(scope)
         method = scope.get("method", "")
         self.metrics.requests.labels(route_name, method, str(status)).inc()
         self.metrics.latency.labels(route_name, method).observe(elapsed)
