@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from contextlib import asynccontextmanager
+import subprocess
+from contextlib import asynccontextmanager, contextmanager
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +121,52 @@ async def api(tenant_dsn: str) -> AsyncIterator[ApiClient]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TenantProcess:
+    """A real `ygg tenant serve` process on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    admin_token: str
+    log_path: Path
+
+
+@contextmanager
+def tenant_server_process(dsn: str, log_dir: Path, **env_overrides: str) -> Iterator[TenantProcess]:
+    import sys
+    import time
+
+    from yggdrasil.devstack.ports import free_port
+    from yggdrasil.tenant.auth import create_token
+
+    port = free_port()
+    with psycopg.connect(dsn) as conn:
+        token = create_token(conn, "admin-user", "admin")
+    env = {**os.environ, "YGG_TENANT_DSN": dsn, "YGG_PORT": str(port), "YGG_TENANT_ID": "acme",
+           "YGG_LOG_JSON": "true", **env_overrides}
+    log_path = log_dir / f"tenant-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "ygg"), "tenant", "serve"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tenant server did not come up:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield TenantProcess(process, url, token, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
