@@ -8,8 +8,10 @@ MESSAGES: dict[str, str] = {
     ),
     "resource.conflict": "{detail}",
     "resource.reference_unknown": "{field} {id} does not exist",
+    "resource.reference_inactive": "{field} {id} is inactive",
     "order.invalid_transition": "{resource} {id} is {state} and cannot be {action}",
     "order.no_lines": "an order needs at least one line",
+    "order.line_invalid": "line {line_no}: {problem}",
     "order.not_editable": "{resource} {id} is {state}; only draft orders can be edited",
     "stock.insufficient": (
         "not enough stock of item {item_id} in warehouse {warehouse_id}: need {needed}, have {available}"
@@ -22,6 +24,7 @@ MESSAGES: dict[str, str] = {
     "request.rate_limited": "too many requests for this token; retry in {retry_after} s",
     "database.unavailable": "the tenant database is unreachable; writes are refused until it is back",
     "database.rejected": "the database refused the value: {detail}",
+    "report.invalid_period": "the period is empty: from {start} is after to {end}",
 }
 
 

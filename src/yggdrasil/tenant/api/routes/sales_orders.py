@@ -1,3 +1,144 @@
-from fastapi import APIRouter
+"""Sales orders: draft -> confirmed -> shipped, or cancelled. Shipping takes the goods out of the
+order's warehouse and is refused (409) when any line is short."""
 
-router = APIRouter()
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict
+
+from yggdrasil.tenant import services as use_cases
+from yggdrasil.tenant.adapters.orders import SALES, OrderFilter, PgOrderRepository
+from yggdrasil.tenant.api.cache import tags_for_tables
+from yggdrasil.tenant.api.deps import AnyRole, ServicesDep, cached_read, require, write
+from yggdrasil.tenant.api.fields import Currency, Note, PathId, RowId
+from yggdrasil.tenant.api.pagination import After, Limit, Page, page_of
+from yggdrasil.tenant.api.routes.order_models import (
+    DateFrom,
+    DateTo,
+    Lines,
+    OrderAction,
+    OrderOut,
+    OrderPatch,
+    PartyFilter,
+    Reference,
+    action_version,
+    json_response,
+    new_lines,
+)
+from yggdrasil.tenant.auth import Principal
+from yggdrasil.tenant.domain.commands import CreateSalesOrder
+from yggdrasil.tenant.domain.sales import STATES
+
+router = APIRouter(tags=["sales-orders"])
+
+ORDER_TAGS = tags_for_tables("crm_sales_orders", "crm_sales_order_lines")
+SHIP_TAGS = ORDER_TAGS | tags_for_tables("stock_levels", "stock_moves")
+
+Seller = Annotated[Principal, Depends(require("sales", action="change sales orders"))]
+Shipper = Annotated[Principal, Depends(require("sales", "warehouse", action="ship sales orders"))]
+State = Literal[STATES]  # type: ignore[valid-type]
+
+
+class SalesOrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: RowId
+    warehouse_id: RowId
+    currency: Currency | None = None
+    order_date: date | None = None
+    reference: Reference = ""
+    notes: Note = ""
+    lines: Lines
+
+
+class SalesOrderPatch(OrderPatch):
+    customer_id: RowId | None = None
+    warehouse_id: RowId | None = None
+    currency: Currency | None = None
+    order_date: date | None = None
+    reference: Reference | None = None
+    notes: Note | None = None
+    lines: Lines | None = None
+
+
+class SalesOrderOut(OrderOut):
+    customer_id: int
+    shipped_at: datetime | None
+
+
+def _out(order) -> SalesOrderOut:
+    return SalesOrderOut.model_validate(order, from_attributes=True)
+
+
+@router.get("/sales-orders", response_model=Page[SalesOrderOut], summary="List sales orders")
+async def list_sales_orders(
+    request: Request, services: ServicesDep, _: AnyRole,
+    limit: Limit = 50, after: After = 0, state: State | None = None,
+    customer_id: PartyFilter = None, date_from: DateFrom = None, date_to: DateTo = None,
+) -> Response:
+    f = OrderFilter(state=state, party_id=customer_id, date_from=date_from, date_to=date_to)
+
+    async def load(conn):
+        orders = await PgOrderRepository(conn, SALES).list(f, limit=limit + 1, after=after)
+        return page_of([_out(o).model_dump(mode="json") for o in orders], limit)
+
+    return await cached_read(request, services, ORDER_TAGS, load)
+
+
+@router.post("/sales-orders", response_model=SalesOrderOut, status_code=201,
+             summary="Create a draft sales order (unit_price defaults to the item's list price)")
+async def create_sales_order(body: SalesOrderIn, services: ServicesDep, principal: Seller) -> Response:
+    cmd = CreateSalesOrder(
+        customer_id=body.customer_id, warehouse_id=body.warehouse_id, currency=body.currency,
+        order_date=body.order_date, reference=body.reference, notes=body.notes, lines=new_lines(body.lines),
+    )
+    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_sales_order(conn, cmd))
+    return json_response(_out(order), 201)
+
+
+@router.get("/sales-orders/{order_id}", response_model=SalesOrderOut, summary="Get one sales order with its lines")
+async def get_sales_order(order_id: PathId, request: Request, services: ServicesDep, _: AnyRole) -> Response:
+    async def load(conn):
+        return _out(await PgOrderRepository(conn, SALES).get(order_id))
+
+    return await cached_read(request, services, ORDER_TAGS, load)
+
+
+@router.patch("/sales-orders/{order_id}", response_model=SalesOrderOut,
+              summary="Change a draft sales order (send the version you read; `lines` replaces all lines)")
+async def update_sales_order(order_id: PathId, body: SalesOrderPatch, services: ServicesDep, principal: Seller) -> Response:
+    cmd = body.to_command(order_id)
+    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_sales_order(conn, cmd))
+    return json_response(_out(order))
+
+
+@router.post("/sales-orders/{order_id}/confirm", response_model=SalesOrderOut, summary="Confirm a draft sales order")
+async def confirm_sales_order(
+    order_id: PathId, services: ServicesDep, principal: Seller, body: OrderAction | None = None,
+) -> Response:
+    version = action_version(body)
+    order = await write(services, principal, ORDER_TAGS,
+                        lambda conn: use_cases.confirm_sales_order(conn, order_id, version=version))
+    return json_response(_out(order))
+
+
+@router.post("/sales-orders/{order_id}/ship", response_model=SalesOrderOut,
+             summary="Ship a confirmed sales order: takes its lines out of stock (409 if any is short)")
+async def ship_sales_order(
+    order_id: PathId, services: ServicesDep, principal: Shipper, body: OrderAction | None = None,
+) -> Response:
+    version = action_version(body)
+    order = await write(services, principal, SHIP_TAGS,
+                        lambda conn: use_cases.ship_sales_order(conn, order_id, version=version))
+    return json_response(_out(order))
+
+
+@router.post("/sales-orders/{order_id}/cancel", response_model=SalesOrderOut,
+             summary="Cancel a draft or confirmed sales order")
+async def cancel_sales_order(
+    order_id: PathId, services: ServicesDep, principal: Seller, body: OrderAction | None = None,
+) -> Response:
+    version = action_version(body)
+    order = await write(services, principal, ORDER_TAGS,
+                        lambda conn: use_cases.cancel_sales_order(conn, order_id, version=version))
+    return json_response(_out(order))
