@@ -6,12 +6,54 @@ from pathlib import Path
 
 import typer
 
+# Kept in step with yggdrasil.devstack.demo.MAX_TENANTS; not imported from there, so that every
+# `ygg` command does not pay for importing the demo's dependencies at start-up.
+MAX_TENANTS = 10
+
 
 def demo(
-    state_dir: Path = typer.Option(Path(".state/demo"), "--state-dir", help="where databases, logs and stack.json live"),
+    state_dir: Path = typer.Option(
+        Path(".state/demo"), "--state-dir",
+        help="where the database cluster, logs, demo-state.json and stack.json live; "
+        "reused by the next run",
+    ),
+    tenants: int = typer.Option(
+        2, "--tenants", min=1, max=MAX_TENANTS,
+        help="how many tenant servers: acme (ACME Seller), bravo (BRAVO Buyer), then charlie, delta, ...",
+    ),
+    seed: bool = typer.Option(
+        True, "--seed/--no-seed",
+        help="seed sample data into tenants that are new (existing tenants keep their data)",
+    ),
 ) -> None:
-    """Start the whole system on 127.0.0.1, seed sample data, write STATE_DIR/stack.json,
-    supervise every process, and stop everything on Ctrl-C or SIGTERM."""
+    """Start the whole system on 127.0.0.1 and keep it running until Ctrl-C or SIGTERM.
+
+    \b
+    First run:
+      - embedded PostgreSQL, data in STATE_DIR/postgres
+      - one database per tenant, migrated, with an admin token
+      - one `ygg tenant serve` per tenant on a free port
+      - sample data through each tenant's API: warehouses, items
+        with stock, customers, suppliers (every other tenant is
+        linked as partner customer and supplier), and sales and
+        purchase orders in every state
+    Later runs reuse the cluster, databases, ports and tokens.
+
+    \b
+    STATE_DIR/stack.json exists while the stack runs (replaced
+    atomically whenever a pid changes):
+      {"postgres": {"dsn", "pid"}, "broker", "mesh", "portal",
+       "tenants": [{"id", "name", "url", "dsn", "admin_token"}],
+       "processes": {"postgres": PID, "tenant:acme": PID, ...}}
+
+    \b
+    A process that dies is restarted after 1 s, 2 s, 4 s ... up
+    to 30 s while it keeps dying; its new pid goes to stack.json.
+    SIGINT/SIGTERM/SIGHUP stops every process (SIGTERM, SIGKILL
+    after a timeout), PostgreSQL last, and removes stack.json;
+    data and logs (STATE_DIR/logs) stay. Exit code 0 after a
+    clean stop, 1 if the stack could not start.
+    """
     from yggdrasil.devstack.demo import run_demo
 
-    raise typer.Exit(run_demo(state_dir))
+    raise typer.Exit(run_demo(state_dir, tenants=tenants, seed=seed))

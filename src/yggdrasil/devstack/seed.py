@@ -1,0 +1,179 @@
+"""Sample data for `ygg demo`, created through each tenant server's HTTP API (so it gets audit
+rows, validation and, later, outbox events exactly as a user's data would).
+
+Every tenant gets two warehouses, a catalogue with stock, local customers and suppliers, every
+other demo tenant as both a customer and a supplier (linked by `partner_tenant_id`, so their
+orders can federate), and a few sales and purchase orders in each state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class SeedError(Exception):
+    """The tenant server refused a sample record; the message carries its answer."""
+
+
+@dataclass(frozen=True)
+class ItemSeed:
+    sku: str
+    name: str
+    list_price: str
+    cost: str
+    unit: str = "pcs"
+    reorder_point: str = "0"
+    # Quantity put into each warehouse (by code) at the start.
+    stock: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    warehouses: tuple[tuple[str, str], ...]
+    items: tuple[ItemSeed, ...]
+    customers: tuple[tuple[str, str], ...]
+    suppliers: tuple[tuple[str, str], ...]
+
+
+CATALOGUES: dict[str, Catalogue] = {
+    "acme": Catalogue(
+        warehouses=(("MAIN", "ACME main warehouse"), ("EAST", "ACME east depot")),
+        items=(
+            ItemSeed("ACME-ANVIL", "Anvil, 50 kg", "120.00", "70.00", reorder_point="10",
+                     stock=(("MAIN", "80"), ("EAST", "20"))),
+            ItemSeed("ACME-SKATES", "Rocket skates", "349.00", "210.00", "pair", reorder_point="5",
+                     stock=(("MAIN", "40"),)),
+            ItemSeed("ACME-MAGNET", "Giant horseshoe magnet", "89.50", "41.00", reorder_point="8",
+                     stock=(("MAIN", "60"), ("EAST", "15"))),
+            ItemSeed("ACME-SEED", "Bird seed, 25 kg bag", "19.90", "8.50", "bag", reorder_point="50",
+                     stock=(("MAIN", "300"),)),
+            # Kept below its reorder point, so the report has something to show.
+            ItemSeed("ACME-HOLE", "Portable hole", "499.00", "5.00", reorder_point="12",
+                     stock=(("MAIN", "7"),)),
+        ),
+        customers=(("WILE-E", "Wile E. Coyote Ltd"), ("ROADRUNNER", "Roadrunner Logistics")),
+        suppliers=(("DESERT-FORGE", "Desert Forge Ironworks"), ("CANYON-CHEM", "Canyon Chemicals")),
+    ),
+    "bravo": Catalogue(
+        warehouses=(("STORE", "BRAVO store room"), ("DOCK", "BRAVO loading dock")),
+        items=(
+            ItemSeed("BRV-ANVIL", "Anvil, 50 kg (bought from ACME)", "159.00", "120.00", reorder_point="6",
+                     stock=(("STORE", "12"),)),
+            ItemSeed("BRV-SKATES", "Rocket skates (bought from ACME)", "449.00", "349.00", "pair",
+                     reorder_point="4", stock=(("STORE", "6"),)),
+            ItemSeed("BRV-HELMET", "Safety helmet", "39.00", "17.25", reorder_point="20",
+                     stock=(("STORE", "45"), ("DOCK", "10"))),
+            ItemSeed("BRV-ROPE", "Climbing rope, 30 m", "74.00", "31.00", "roll", reorder_point="10",
+                     stock=(("STORE", "25"),)),
+        ),
+        customers=(("MESA-OUTFITTERS", "Mesa Outfitters"), ("BUTTE-SPORTS", "Butte Sports Club")),
+        suppliers=(("HELMET-WORKS", "Helmet Works GmbH"), ("ROPE-CO", "Rope & Co")),
+    ),
+}
+
+
+def generic_catalogue(tenant_id: str) -> Catalogue:
+    prefix = tenant_id.upper()[:8]
+    return Catalogue(
+        warehouses=(("MAIN", f"{prefix} main warehouse"), ("SPARE", f"{prefix} spare parts")),
+        items=(
+            ItemSeed(f"{prefix}-WIDGET", "Widget", "12.50", "6.00", reorder_point="20", stock=(("MAIN", "200"),)),
+            ItemSeed(f"{prefix}-GADGET", "Gadget", "49.00", "22.00", reorder_point="5",
+                     stock=(("MAIN", "30"), ("SPARE", "10"))),
+            ItemSeed(f"{prefix}-GIZMO", "Gizmo", "7.25", "3.10", "box", reorder_point="40", stock=(("MAIN", "25"),)),
+        ),
+        customers=((f"{prefix}-RETAIL", f"{prefix} retail customer"),),
+        suppliers=((f"{prefix}-PARTS", f"{prefix} parts supplier"),),
+    )
+
+
+def _ok(response: httpx.Response, what: str) -> dict[str, Any]:
+    if response.status_code >= 300:
+        raise SeedError(f"{what}: {response.request.method} {response.request.url.path} answered "
+                        f"{response.status_code}: {response.text[:500]}")
+    return response.json() if response.content else {}
+
+
+def seed_tenant(http: httpx.Client, tenant_id: str, partners: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Create the sample data of `tenant_id` through its API (`http` carries base URL and admin
+    token). `partners` are the other demo tenants as (id, name). Returns counts by kind."""
+    catalogue = CATALOGUES.get(tenant_id) or generic_catalogue(tenant_id)
+    counts = {"warehouses": 0, "items": 0, "customers": 0, "suppliers": 0, "sales_orders": 0, "purchase_orders": 0}
+
+    warehouses: dict[str, int] = {}
+    for code, name in catalogue.warehouses:
+        warehouses[code] = _ok(http.post("/api/v1/warehouses", json={"code": code, "name": name}),
+                               f"warehouse {code}")["id"]
+        counts["warehouses"] += 1
+
+    items: list[tuple[int, ItemSeed]] = []
+    for seed in catalogue.items:
+        item = _ok(http.post("/api/v1/items", json={
+            "sku": seed.sku, "name": seed.name, "unit": seed.unit, "list_price": seed.list_price,
+            "cost": seed.cost, "reorder_point": seed.reorder_point,
+        }), f"item {seed.sku}")
+        items.append((item["id"], seed))
+        counts["items"] += 1
+        for warehouse_code, quantity in seed.stock:
+            _ok(http.post("/api/v1/stock/adjustments", json={
+                "item_id": item["id"], "warehouse_id": warehouses[warehouse_code],
+                "quantity": quantity, "note": "opening stock (ygg demo)",
+            }), f"opening stock of {seed.sku}")
+
+    def party(kind: str, code: str, name: str, partner: str | None = None) -> int:
+        body = {"code": code, "name": name, "currency": "EUR"}
+        if partner:
+            body["partner_tenant_id"] = partner
+        counts[kind] += 1
+        return _ok(http.post(f"/api/v1/{kind}", json=body), f"{kind[:-1]} {code}")["id"]
+
+    customers = [party("customers", code, name) for code, name in catalogue.customers]
+    suppliers = [party("suppliers", code, name) for code, name in catalogue.suppliers]
+    # Every other demo tenant is both a customer and a supplier, linked for federation.
+    for partner_id, partner_name in partners:
+        party("customers", partner_id.upper(), partner_name, partner_id)
+        party("suppliers", partner_id.upper(), partner_name, partner_id)
+
+    first_warehouse = next(iter(warehouses.values()))
+
+    def lines(offset: int, count: int, quantity: str) -> list[dict[str, Any]]:
+        chosen = [items[(offset + i) % len(items)] for i in range(min(count, len(items)))]
+        return [{"item_id": item_id, "quantity": quantity, "unit_price": seed.list_price} for item_id, seed in chosen]
+
+    # Sales orders to local customers, one in each state. Partner tenants get none here: once
+    # federation runs, their orders are what the demo shows flowing between tenants.
+    for n, steps in enumerate([(), ("confirm",), ("confirm", "ship"), ("cancel",), ("confirm",)]):
+        order = _ok(http.post("/api/v1/sales-orders", json={
+            "customer_id": customers[n % len(customers)], "warehouse_id": first_warehouse,
+            "currency": "EUR", "lines": lines(n, 3 if n % 2 == 0 else 2, str(1 + n)),
+        }), "sales order")
+        for step in steps:
+            _ok(http.post(f"/api/v1/sales-orders/{order['id']}/{step}"), f"{step} sales order {order['id']}")
+        counts["sales_orders"] += 1
+
+    for n, steps in enumerate([(), ("confirm",), ("confirm", "receive"), ("cancel",)]):
+        order = _ok(http.post("/api/v1/purchase-orders", json={
+            "supplier_id": suppliers[n % len(suppliers)], "warehouse_id": first_warehouse,
+            "currency": "EUR",
+            "lines": [{**line, "unit_price": _cost(items, line["item_id"])}
+                      for line in lines(n + 1, 2, str(5 * (n + 1)))],
+        }), "purchase order")
+        for step in steps:
+            _ok(http.post(f"/api/v1/purchase-orders/{order['id']}/{step}"), f"{step} purchase order {order['id']}")
+        counts["purchase_orders"] += 1
+    return counts
+
+
+def _cost(items: list[tuple[int, ItemSeed]], item_id: int) -> str:
+    for candidate, seed in items:
+        if candidate == item_id:
+            return str(Decimal(seed.cost))
+    raise KeyError(item_id)
