@@ -112,9 +112,20 @@ async def open_api(settings: Settings) -> AsyncIterator[ApiClient]:
             yield ApiClient(http, tokens, settings.tenant_dsn)
 
 
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A signing key for tenant "acme", so orders for partner tenants can be written."""
+    from yggdrasil.events.signing import generate_keypair
+    from yggdrasil.federation.keys import write_signing_key
+
+    path = tmp_path_factory.mktemp("keys") / "acme.key"
+    write_signing_key(path, generate_keypair()[0])
+    return path
+
+
 @pytest.fixture
-async def api(tenant_dsn: str) -> AsyncIterator[ApiClient]:
-    async with open_api(make_settings(tenant_dsn)) as client:
+async def api(tenant_dsn: str, signing_key_file: Path) -> AsyncIterator[ApiClient]:
+    async with open_api(make_settings(tenant_dsn, signing_key_path=signing_key_file)) as client:
         yield client
 
 

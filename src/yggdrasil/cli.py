@@ -6,6 +6,7 @@ import typer
 
 from yggdrasil import __version__
 from yggdrasil.devstack.cli import demo
+from yggdrasil.federation.cli import keys_app, partner_app, sidecar_app
 from yggdrasil.ops.cli import audit_app
 from yggdrasil.tenant.cli import app as tenant_app
 
@@ -17,6 +18,9 @@ app = typer.Typer(
 )
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(audit_app, name="audit")
+app.add_typer(sidecar_app, name="sidecar")
+app.add_typer(partner_app, name="partner")
+app.add_typer(keys_app, name="keys")
 app.command()(demo)
 
 

@@ -45,6 +45,39 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # -- federation sidecar (`ygg sidecar run`) --------------------------------------------
+    broker_url: str = Field("nats://127.0.0.1:4222", description="NATS JetStream server(s), comma-separated")
+    broker_user: str | None = Field(None, description="this tenant's broker user (its tenant id)")
+    broker_password: str | None = None
+    # Streams are the broker operator's (admin) business; a tenant's credentials cannot create
+    # them. The dev stack and tests, which run the broker themselves, turn this on.
+    broker_ensure_streams: bool = False
+    signing_key_path: Path | None = Field(None, description="file holding this tenant's Ed25519 private key")
+    outbox_batch_size: int = Field(100, ge=1, le=10_000)
+    # How often the publisher looks for pending events when no NOTIFY woke it.
+    outbox_poll_seconds: float = Field(5.0, gt=0)
+    publisher_backoff_initial_seconds: float = Field(0.5, gt=0)
+    publisher_backoff_max_seconds: float = Field(30.0, gt=0)
+    broker_reconnect_initial_seconds: float = Field(1.0, gt=0)
+    broker_reconnect_max_seconds: float = Field(30.0, gt=0)
+    relay_batch_size: int = Field(100, ge=1, le=10_000)
+    relay_fetch_timeout_seconds: float = Field(1.0, gt=0)
+    max_event_bytes: int = Field(256 * 1024, ge=1024)
+    # How long an inbound event may wait for a missing predecessor before the source is asked
+    # to replay the gap from its outbox (and again after as long, while it stays open).
+    resync_after_seconds: float = Field(30.0, gt=0)
+
+    # -- broker operator (`ygg broker check|ensure`; the dev stack) -------------------------
+    # The unrestricted broker user that declares streams and consumers (tenants cannot).
+    # Without a password, `ygg broker` connects without credentials (a broker with no auth).
+    broker_admin_user: str = "ygg_admin"
+    broker_admin_password: str | None = None
+    # The stream declaration (broker/streams.py) as this deployment configures it; `ygg broker
+    # check` compares the running broker with these.
+    broker_stream_max_age_seconds: float = Field(7 * 24 * 3600.0, ge=0, description="0 keeps events forever")
+    broker_duplicate_window_seconds: float = Field(24 * 3600.0, gt=0)
+    broker_stream_replicas: int = Field(1, ge=1, le=5)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

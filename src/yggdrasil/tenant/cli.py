@@ -36,8 +36,14 @@ def serve(
     configure_logging(f"tenant:{settings.tenant_id}", settings.log_level, settings.log_json)
     if migrate:
         _migrate_or_exit(settings.tenant_dsn)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=5)
+    from yggdrasil.federation.keys import SigningKeyError
+
+    try:
+        app = create_app(settings)
+    except SigningKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=5)
 
 
 def _migrate_or_exit(dsn: str) -> list:

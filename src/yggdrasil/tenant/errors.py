@@ -53,3 +53,9 @@ class DatabaseUnavailable(TenantError):
     message_id = "database.unavailable"
     # True when the connection died after work was sent: a commit may have happened.
     outcome_unknown = False
+
+
+class FederationNotConfigured(TenantError):
+    """An order for a partner tenant, but this server has no signing key to send it with."""
+
+    message_id = "federation.not_configured"

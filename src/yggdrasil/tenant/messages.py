@@ -23,8 +23,21 @@ MESSAGES: dict[str, str] = {
     "request.invalid": "the request is invalid",
     "request.rate_limited": "too many requests for this token; retry in {retry_after} s",
     "database.unavailable": "the tenant database is unreachable; writes are refused until it is back",
+    "federation.not_configured": (
+        "this order concerns partner tenant {partner}, but the server has no signing key to send "
+        "it with (set YGG_SIGNING_KEY_PATH; `ygg keys generate` makes one); nothing was saved"
+    ),
     "database.rejected": "the database refused the value: {detail}",
     "report.invalid_period": "the period is empty: from {start} is after to {end}",
+    "partner.exists": "partner {tenant_id} is already registered; change it with PATCH /api/v1/partners/{tenant_id}",
+    "partner.is_self": "{tenant_id} is this tenant; a tenant cannot be its own partner",
+    "approval.already_decided": "approval {id} is already {state}; a decision is final",
+    "approval.blocked": (
+        "approval {id} cannot be applied as the document stands ({reason}: {detail}); "
+        "fix that (an unmapped SKU: POST /api/v1/partners/{partner}/items) and approve again, or reject it"
+    ),
+    "approval.partner_unavailable": "approval {id} cannot be applied: {detail}",
+    "approval.forbidden": "role {role} may not decide approval {id} (a {kind}); it needs one of: {allowed}",
 }
 
 

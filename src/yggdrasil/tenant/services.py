@@ -23,27 +23,39 @@ from yggdrasil.tenant.domain.events import Event
 from yggdrasil.tenant.domain.orders import Order, OrderLine
 from yggdrasil.tenant.domain.purchasing import PurchaseOrder
 from yggdrasil.tenant.domain.sales import SalesOrder
+from yggdrasil.tenant.outbound import OutboundEvents, record_order_events
 
 # -- sales orders -----------------------------------------------------------------------------
 
 
-async def create_sales_order(conn: psycopg.AsyncConnection, cmd: CreateSalesOrder) -> SalesOrder:
+async def create_sales_order(
+    conn: psycopg.AsyncConnection, cmd: CreateSalesOrder, *, outbound: OutboundEvents | None = None
+) -> SalesOrder:
     return await _create_order(
         conn, SALES, party_id=cmd.customer_id, warehouse_id=cmd.warehouse_id, lines=cmd.lines,
         currency=cmd.currency,
         header={"order_date": cmd.order_date, "reference": cmd.reference, "notes": cmd.notes},
+        outbound=outbound,
     )
 
 
-async def update_sales_order(conn: psycopg.AsyncConnection, cmd: UpdateOrder) -> SalesOrder:
-    return await _update_order(conn, SALES, cmd)
+async def update_sales_order(
+    conn: psycopg.AsyncConnection, cmd: UpdateOrder, *, outbound: OutboundEvents | None = None
+) -> SalesOrder:
+    return await _update_order(conn, SALES, cmd, outbound)
 
 
-async def confirm_sales_order(conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None) -> SalesOrder:
-    return await _transition(conn, SALES, order_id, version, Order.confirm)
+async def confirm_sales_order(
+    conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None,
+    outbound: OutboundEvents | None = None,
+) -> SalesOrder:
+    return await _transition(conn, SALES, order_id, version, Order.confirm, outbound=outbound)
 
 
-async def ship_sales_order(conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None) -> SalesOrder:
+async def ship_sales_order(
+    conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None,
+    outbound: OutboundEvents | None = None,
+) -> SalesOrder:
     """Confirmed -> shipped, taking every line's quantity out of the order's warehouse.
     Any line short of stock raises InsufficientStock and nothing changes."""
 
@@ -55,35 +67,49 @@ async def ship_sales_order(conn: psycopg.AsyncConnection, order_id: int, *, vers
                              quantity=-line.quantity, reason="sales_shipment",
                              reference_type="sales_order", reference_id=order.id)
 
-    return await _transition(conn, SALES, order_id, version, SalesOrder.ship, effect=take_out_stock)
+    return await _transition(conn, SALES, order_id, version, SalesOrder.ship, effect=take_out_stock, outbound=outbound)
 
 
-async def cancel_sales_order(conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None) -> SalesOrder:
-    return await _transition(conn, SALES, order_id, version, Order.cancel)
+async def cancel_sales_order(
+    conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None,
+    outbound: OutboundEvents | None = None,
+) -> SalesOrder:
+    return await _transition(conn, SALES, order_id, version, Order.cancel, outbound=outbound)
 
 
 # -- purchase orders --------------------------------------------------------------------------
 
 
-async def create_purchase_order(conn: psycopg.AsyncConnection, cmd: CreatePurchaseOrder) -> PurchaseOrder:
+async def create_purchase_order(
+    conn: psycopg.AsyncConnection, cmd: CreatePurchaseOrder, *, outbound: OutboundEvents | None = None
+) -> PurchaseOrder:
     return await _create_order(
         conn, PURCHASES, party_id=cmd.supplier_id, warehouse_id=cmd.warehouse_id, lines=cmd.lines,
         currency=cmd.currency,
         header={"order_date": cmd.order_date, "expected_date": cmd.expected_date, "reference": cmd.reference,
                 "notes": cmd.notes, "b2b_source_tenant": cmd.b2b_source_tenant,
                 "b2b_source_order_id": cmd.b2b_source_order_id},
+        outbound=outbound,
     )
 
 
-async def update_purchase_order(conn: psycopg.AsyncConnection, cmd: UpdateOrder) -> PurchaseOrder:
-    return await _update_order(conn, PURCHASES, cmd)
+async def update_purchase_order(
+    conn: psycopg.AsyncConnection, cmd: UpdateOrder, *, outbound: OutboundEvents | None = None
+) -> PurchaseOrder:
+    return await _update_order(conn, PURCHASES, cmd, outbound)
 
 
-async def confirm_purchase_order(conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None) -> PurchaseOrder:
-    return await _transition(conn, PURCHASES, order_id, version, Order.confirm)
+async def confirm_purchase_order(
+    conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None,
+    outbound: OutboundEvents | None = None,
+) -> PurchaseOrder:
+    return await _transition(conn, PURCHASES, order_id, version, Order.confirm, outbound=outbound)
 
 
-async def receive_purchase_order(conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None) -> PurchaseOrder:
+async def receive_purchase_order(
+    conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None,
+    outbound: OutboundEvents | None = None,
+) -> PurchaseOrder:
     """Confirmed -> received, putting every line's quantity into the order's warehouse."""
 
     async def put_into_stock(order: PurchaseOrder) -> None:
@@ -92,11 +118,14 @@ async def receive_purchase_order(conn: psycopg.AsyncConnection, order_id: int, *
                              quantity=line.quantity, reason="purchase_receipt",
                              reference_type="purchase_order", reference_id=order.id)
 
-    return await _transition(conn, PURCHASES, order_id, version, PurchaseOrder.receive, effect=put_into_stock)
+    return await _transition(conn, PURCHASES, order_id, version, PurchaseOrder.receive, effect=put_into_stock, outbound=outbound)
 
 
-async def cancel_purchase_order(conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None) -> PurchaseOrder:
-    return await _transition(conn, PURCHASES, order_id, version, Order.cancel)
+async def cancel_purchase_order(
+    conn: psycopg.AsyncConnection, order_id: int, *, version: int | None = None,
+    outbound: OutboundEvents | None = None,
+) -> PurchaseOrder:
+    return await _transition(conn, PURCHASES, order_id, version, Order.cancel, outbound=outbound)
 
 
 # -- shared by both kinds ---------------------------------------------------------------------
@@ -113,16 +142,18 @@ async def _transaction(conn: psycopg.AsyncConnection) -> AsyncIterator[None]:
         yield
 
 
-async def _record_events(conn: psycopg.AsyncConnection, order: Order) -> list[Event]:
-    """Where an order's collected events leave the domain, in the use case's transaction.
-    The B2B outbox hooks in here: for an order whose party is a partner tenant
-    (`order.partner_tenant_id`), one `b2b_events` row per event, rendered from `order`."""
-    return order.pop_events()
+async def _record_events(conn: psycopg.AsyncConnection, order: Order, outbound: OutboundEvents | None) -> list[Event]:
+    """Where an order's collected events leave the domain, in the use case's transaction: for
+    an order whose party is a partner tenant, as signed outbox rows (`tenant/outbound.py`)."""
+    events = order.pop_events()
+    await record_order_events(conn, order, events, outbound)
+    return events
 
 
 async def _create_order(
     conn: psycopg.AsyncConnection, tables: OrderTables, *, party_id: int, warehouse_id: int,
     lines: Sequence[NewLine], currency: str | None, header: dict[str, object],
+    outbound: OutboundEvents | None,
 ) -> Order:
     async with _transaction(conn):
         repo = PgOrderRepository(conn, tables)
@@ -136,11 +167,13 @@ async def _create_order(
         )
         await repo.add(order)
         order.record_created()
-        await _record_events(conn, order)
+        await _record_events(conn, order, outbound)
         return order
 
 
-async def _update_order(conn: psycopg.AsyncConnection, tables: OrderTables, cmd: UpdateOrder) -> Order:
+async def _update_order(
+    conn: psycopg.AsyncConnection, tables: OrderTables, cmd: UpdateOrder, outbound: OutboundEvents | None
+) -> Order:
     async with _transaction(conn):
         repo = PgOrderRepository(conn, tables)
         order = await repo.get(cmd.order_id, for_update=True)
@@ -161,13 +194,14 @@ async def _update_order(conn: psycopg.AsyncConnection, tables: OrderTables, cmd:
         lines = _priced_lines(cmd.lines, refs) if cmd.lines is not None else None  # [] -> no_lines
         if order.edit(lines=lines, **changes):
             await repo.save(order, lines_changed=lines is not None)
-        await _record_events(conn, order)
+        await _record_events(conn, order, outbound)
         return order
 
 
 async def _transition(
     conn: psycopg.AsyncConnection, tables: OrderTables, order_id: int, version: int | None,
     move: Callable[[Order], None], effect: Callable[[Order], Awaitable[None]] | None = None,
+    outbound: OutboundEvents | None = None,
 ) -> Order:
     async with _transaction(conn):
         repo = PgOrderRepository(conn, tables)
@@ -177,7 +211,7 @@ async def _transition(
         if effect is not None:
             await effect(order)
         await repo.save(order)
-        await _record_events(conn, order)
+        await _record_events(conn, order, outbound)
         return order
 
 

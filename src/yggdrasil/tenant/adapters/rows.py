@@ -60,12 +60,14 @@ async def get_row(conn: psycopg.AsyncConnection, table: str, row_id: int, resour
 
 
 async def list_rows(
-    conn: psycopg.AsyncConnection, table: str, filters: Sequence[Filter], limit: int, after: int
+    conn: psycopg.AsyncConnection, table: str, filters: Sequence[Filter], limit: int, after: int,
+    select: sql.Composable = sql.SQL("*"),
 ) -> list[dict]:
-    """Up to limit + 1 rows with id > after, in id order (the extra row tells there is a next page)."""
+    """Up to limit + 1 rows with id > after, in id order (the extra row tells there is a next page).
+    `select` replaces `*` where a table holds bulky columns or a row needs a computed one."""
     params: dict[str, Any] = {"after": after, "limit": limit + 1}
-    query = sql.SQL("SELECT * FROM {} WHERE id > %(after)s AND {} ORDER BY id LIMIT %(limit)s").format(
-        sql.Identifier(table), _where(filters, params)
+    query = sql.SQL("SELECT {} FROM {} WHERE id > %(after)s AND {} ORDER BY id LIMIT %(limit)s").format(
+        select, sql.Identifier(table), _where(filters, params)
     )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)

@@ -35,6 +35,7 @@ from yggdrasil.tenant.api.routes import (
     warehouses,
 )
 from yggdrasil.tenant.errors import DatabaseUnavailable
+from yggdrasil.tenant.outbound import OutboundEvents
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ API_MODULES = (customers, suppliers, items, warehouses, stock, sales_orders, pur
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = TenantMetrics()
+    # Read the key before serving: a configured but unreadable key is a start-up error, not a
+    # surprise on the first partner order.
+    outbound = OutboundEvents.from_key_file(settings.tenant_id, settings.signing_key_path, settings.max_event_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings, db=db, cache=cache,
             limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
             metrics=metrics,
+            outbound=outbound,
         )
         metrics.watch_pool(pool)
         hub = ChangeHub(settings.tenant_dsn, cache)

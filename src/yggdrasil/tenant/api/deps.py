@@ -22,6 +22,7 @@ from yggdrasil.tenant.api.database import Database
 from yggdrasil.tenant.api.metrics import TenantMetrics
 from yggdrasil.tenant.api.ratelimit import RateLimiter
 from yggdrasil.tenant.auth import ROLES, Principal, hash_token, principal_for_token
+from yggdrasil.tenant.outbound import OutboundEvents
 from yggdrasil.tenant.errors import DatabaseUnavailable, TenantError
 
 # How long a validated token is trusted without asking the database again. A revoked token
@@ -36,6 +37,7 @@ class TenantServices:
     cache: ResponseCache
     limiter: RateLimiter
     metrics: TenantMetrics
+    outbound: OutboundEvents
     tokens: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
 
 

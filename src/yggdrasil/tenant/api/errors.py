@@ -29,6 +29,7 @@ STATUS_BY_ERROR: dict[type[errors.TenantError], int] = {
     errors.InsufficientStock: 409,
     errors.InvalidInput: 422,
     errors.DatabaseUnavailable: 503,
+    errors.FederationNotConfigured: 503,
 }
 
 

@@ -43,3 +43,13 @@ Quantity = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=3, allow
 SignedQuantity = Annotated[Decimal, Field(max_digits=14, decimal_places=3, allow_inf_nan=False)]
 NonNegativeQuantity = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=3, allow_inf_nan=False)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID, description="row id")]
+Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_no_nul)]
+Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20), AfterValidator(_no_nul)]
+
+
+def refuse_nulls(patch: object) -> None:
+    """For a PATCH model's after-validator: a PATCH leaves out what it does not change, and an
+    explicit null would blank a NOT NULL column (a database error instead of a named field)."""
+    nulls = sorted(name for name in patch.model_fields_set if getattr(patch, name) is None)
+    if nulls:
+        raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep its value")

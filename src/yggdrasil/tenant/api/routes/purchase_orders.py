@@ -101,7 +101,7 @@ async def create_purchase_order(body: PurchaseOrderIn, services: ServicesDep, pr
         order_date=body.order_date, expected_date=body.expected_date, reference=body.reference,
         notes=body.notes, lines=new_lines(body.lines),
     )
-    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_purchase_order(conn, cmd))
+    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_purchase_order(conn, cmd, outbound=services.outbound))
     return json_response(_out(order), 201)
 
 
@@ -120,7 +120,7 @@ async def update_purchase_order(
     order_id: PathId, body: PurchaseOrderPatch, services: ServicesDep, principal: Buyer,
 ) -> Response:
     cmd = body.to_command(order_id)
-    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_purchase_order(conn, cmd))
+    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_purchase_order(conn, cmd, outbound=services.outbound))
     return json_response(_out(order))
 
 
@@ -131,7 +131,7 @@ async def confirm_purchase_order(
 ) -> Response:
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.confirm_purchase_order(conn, order_id, version=version))
+                        lambda conn: use_cases.confirm_purchase_order(conn, order_id, version=version, outbound=services.outbound))
     return json_response(_out(order))
 
 
@@ -142,7 +142,7 @@ async def receive_purchase_order(
 ) -> Response:
     version = action_version(body)
     order = await write(services, principal, RECEIVE_TAGS,
-                        lambda conn: use_cases.receive_purchase_order(conn, order_id, version=version))
+                        lambda conn: use_cases.receive_purchase_order(conn, order_id, version=version, outbound=services.outbound))
     return json_response(_out(order))
 
 
@@ -153,5 +153,5 @@ async def cancel_purchase_order(
 ) -> Response:
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.cancel_purchase_order(conn, order_id, version=version))
+                        lambda conn: use_cases.cancel_purchase_order(conn, order_id, version=version, outbound=services.outbound))
     return json_response(_out(order))

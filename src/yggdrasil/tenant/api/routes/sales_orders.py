@@ -92,7 +92,7 @@ async def create_sales_order(body: SalesOrderIn, services: ServicesDep, principa
         customer_id=body.customer_id, warehouse_id=body.warehouse_id, currency=body.currency,
         order_date=body.order_date, reference=body.reference, notes=body.notes, lines=new_lines(body.lines),
     )
-    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_sales_order(conn, cmd))
+    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_sales_order(conn, cmd, outbound=services.outbound))
     return json_response(_out(order), 201)
 
 
@@ -108,7 +108,7 @@ async def get_sales_order(order_id: PathId, request: Request, services: Services
               summary="Change a draft sales order (send the version you read; `lines` replaces all lines)")
 async def update_sales_order(order_id: PathId, body: SalesOrderPatch, services: ServicesDep, principal: Seller) -> Response:
     cmd = body.to_command(order_id)
-    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_sales_order(conn, cmd))
+    order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_sales_order(conn, cmd, outbound=services.outbound))
     return json_response(_out(order))
 
 
@@ -118,7 +118,7 @@ async def confirm_sales_order(
 ) -> Response:
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.confirm_sales_order(conn, order_id, version=version))
+                        lambda conn: use_cases.confirm_sales_order(conn, order_id, version=version, outbound=services.outbound))
     return json_response(_out(order))
 
 
@@ -129,7 +129,7 @@ async def ship_sales_order(
 ) -> Response:
     version = action_version(body)
     order = await write(services, principal, SHIP_TAGS,
-                        lambda conn: use_cases.ship_sales_order(conn, order_id, version=version))
+                        lambda conn: use_cases.ship_sales_order(conn, order_id, version=version, outbound=services.outbound))
     return json_response(_out(order))
 
 
@@ -140,5 +140,5 @@ async def cancel_sales_order(
 ) -> Response:
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.cancel_sales_order(conn, order_id, version=version))
+                        lambda conn: use_cases.cancel_sales_order(conn, order_id, version=version, outbound=services.outbound))
     return json_response(_out(order))

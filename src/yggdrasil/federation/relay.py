@@ -1,0 +1,477 @@
+"""The inbound relay: events addressed to this tenant, from the broker into the database.
+
+For each fetched batch, one database transaction; inside it, one savepoint per message, so a
+bad message does not sink the batch. A message leaves with an explicit verb, always after the
+commit: `ack` when its outcome is recorded (applied, duplicate, held, awaiting approval,
+rejected with a receipt), `term` when it failed a check and sits in quarantine (the row is then
+the only copy: it is committed before the broker forgets the message), `nak` with a delay when
+the database is unavailable (nothing was recorded; the broker redelivers).
+
+The checks, in order: the subject names an event for us; the subject's source is a registered,
+active partner; the envelope decodes (size, JSON, schema version, fields, type, payload
+schema); its source, module and destination are the subject's; its signature verifies with the
+partner's key. The subject is trusted because the broker's permissions let a tenant publish
+only with itself as source; the signature is checked anyway, in case one got through.
+
+Then, in the message's savepoint: the inbox row (source + event id; a duplicate stops here),
+the sequence check (an older or equal number is a duplicate, a number ahead of the next is held
+durably), the effect, the new sequence number, the receipt to the source, and any held events
+that are now next, each in its own savepoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import nats.errors
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
+
+from yggdrasil.broker.streams import consumer_spec
+from yggdrasil.broker.subjects import MODULES, InvalidSubject, parse_event_subject
+from yggdrasil.events.envelope import DEFAULT_MAX_BYTES, Envelope
+from yggdrasil.events.errors import EventRejected
+from yggdrasil.events.signing import verify_envelope
+from yggdrasil.federation.backoff import Backoff
+from yggdrasil.federation.errors import (
+    ApplyRefused,
+    InternalError,
+    Misrouted,
+    PartnerInactive,
+    PartnerUnknown,
+    SubjectInvalid,
+    SubjectMismatch,
+)
+from yggdrasil.federation.orders import apply_sales_order_event
+from yggdrasil.federation.partners import Partner, load_partners
+from yggdrasil.federation.receipts import apply_receipt, enqueue_receipt
+from yggdrasil.federation.resync import mark_for_replay, request_resyncs
+from yggdrasil.federation.status import RelayStatus
+
+log = logging.getLogger(__name__)
+
+# The database is unavailable (connection lost, pool exhausted, server shutting down,
+# serialization failure or deadlock): nothing was recorded, the broker must redeliver.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+Outcome = Literal["applied", "duplicate", "held", "awaiting_approval", "rejected", "quarantined"]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    subject: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What happened to one message, and what to tell the broker once the batch commits."""
+
+    verb: Literal["ack", "term"]
+    outcome: Outcome
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RelayContext:
+    tenant_id: str
+    signing_key: Ed25519PrivateKey
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+# -- checks (no I/O) ------------------------------------------------------------------------------
+
+
+def verify_message(message: InboundMessage, partners: dict[str, Partner], tenant_id: str,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Envelope, Partner]:
+    """The checked envelope and its partner. Raises an EventRejected subclass naming the first
+    check that failed."""
+    try:
+        subject = parse_event_subject(message.subject)
+    except InvalidSubject as error:
+        raise SubjectInvalid(str(error)) from None
+    if subject.destination != tenant_id:
+        raise Misrouted(f"subject {message.subject} is not addressed to {tenant_id}")
+    partner = partners.get(subject.source)
+    if partner is None:
+        raise PartnerUnknown(f"{subject.source} is not in the partner registry")
+    if not partner.active:
+        raise PartnerInactive(f"{subject.source} is {partner.status}")
+    envelope = Envelope.decode(message.data, max_bytes)
+    if (envelope.source, envelope.module) != (subject.source, subject.module):
+        raise SubjectMismatch(f"subject {message.subject} carries a {envelope.module} event from {envelope.source}")
+    if envelope.destination != tenant_id:
+        raise Misrouted(f"envelope is addressed to {envelope.destination}, not {tenant_id}")
+    verify_envelope(envelope, partner.public_key)
+    return envelope, partner
+
+
+def _claimed_source(subject: str) -> str | None:
+    try:
+        return parse_event_subject(subject).source
+    except InvalidSubject:
+        return None
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+
+# The audit trail names the partner whose event caused a change (transaction-local setting,
+# undone with the savepoint).
+_INSERT_INBOX = """
+    WITH actor AS (SELECT set_config('ygg.actor', %(actor)s, true))
+    INSERT INTO b2b_inbox (source_tenant, event_id, event_type, aggregate_type, aggregate_id, sequence,
+                           outcome, applied_at)
+    SELECT %(source)s, %(event_id)s, %(event_type)s, %(aggregate_type)s, %(aggregate_id)s, %(sequence)s,
+           %(outcome)s, CASE WHEN %(outcome)s::text = 'applied' THEN now() END
+      FROM actor
+    ON CONFLICT (source_tenant, event_id) DO NOTHING
+    RETURNING 1
+"""
+
+_SET_INBOX_OUTCOME = """
+    UPDATE b2b_inbox SET outcome = %(outcome)s::text,
+                         applied_at = CASE WHEN %(outcome)s::text = 'applied' THEN now() END
+     WHERE source_tenant = %(source)s AND event_id = %(event_id)s
+"""
+
+# Locks the aggregate's counter for the rest of the transaction (a no-op update still takes the
+# row lock), and says whether anything is held for it, so the common case skips the drain.
+_LOCK_SEQUENCE = """
+    INSERT INTO b2b_inbound_sequences (source_tenant, aggregate_type, aggregate_id, last_sequence)
+    VALUES (%(source)s, %(aggregate_type)s, %(aggregate_id)s, 0)
+    ON CONFLICT (source_tenant, aggregate_type, aggregate_id)
+    DO UPDATE SET last_sequence = b2b_inbound_sequences.last_sequence
+    RETURNING last_sequence,
+              EXISTS (SELECT 1 FROM b2b_held_events h
+                       WHERE h.source_tenant = %(source)s AND h.aggregate_type = %(aggregate_type)s
+                         AND h.aggregate_id = %(aggregate_id)s) AS has_held
+"""
+
+_ADVANCE_SEQUENCE = """
+    INSERT INTO b2b_inbound_sequences (source_tenant, aggregate_type, aggregate_id, last_sequence)
+    VALUES (%(source)s, %(aggregate_type)s, %(aggregate_id)s, %(sequence)s)
+    ON CONFLICT (source_tenant, aggregate_type, aggregate_id)
+    DO UPDATE SET last_sequence = greatest(b2b_inbound_sequences.last_sequence, EXCLUDED.last_sequence),
+                  updated_at = now()
+"""
+
+_HOLD = """
+    INSERT INTO b2b_held_events (source_tenant, aggregate_type, aggregate_id, sequence, event_id, subject, raw)
+    VALUES (%(source)s, %(aggregate_type)s, %(aggregate_id)s, %(sequence)s, %(event_id)s, %(subject)s, %(raw)s)
+    ON CONFLICT DO NOTHING
+"""
+
+# Takes the next held event out, with any held at numbers already passed (copies, under another
+# event id, of what was applied: they are duplicates).
+_TAKE_HELD = """
+    DELETE FROM b2b_held_events h
+     USING b2b_inbound_sequences s
+     WHERE s.source_tenant = h.source_tenant AND s.aggregate_type = h.aggregate_type
+       AND s.aggregate_id = h.aggregate_id
+       AND h.source_tenant = %(source)s AND h.aggregate_type = %(aggregate_type)s
+       AND h.aggregate_id = %(aggregate_id)s AND h.sequence <= s.last_sequence + 1
+    RETURNING h.sequence, h.event_id, h.subject, h.raw, h.sequence <= s.last_sequence AS passed
+"""
+
+_QUARANTINE = """
+    INSERT INTO b2b_quarantine (source_tenant, event_id, subject, raw, reason, detail)
+    VALUES (%(source)s, %(event_id)s, %(subject)s, %(raw)s, %(reason)s, %(detail)s)
+"""
+
+
+# -- applying a batch -----------------------------------------------------------------------------
+
+
+async def apply_inbound_batch(
+    conn: psycopg.AsyncConnection, messages: Sequence[InboundMessage], ctx: RelayContext
+) -> list[Disposition]:
+    """Check and record each message, in the caller's transaction; the caller commits and
+    then tells the broker. Raises only for a transient database error (see TRANSIENT_ERRORS),
+    after which nothing of the batch may be committed."""
+    partners = await load_partners(conn)
+    return [await _handle(conn, message, partners, ctx) for message in messages]
+
+
+async def _handle(conn: psycopg.AsyncConnection, message: InboundMessage, partners: dict[str, Partner],
+                  ctx: RelayContext) -> Disposition:
+    try:
+        envelope, partner = verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)
+    except EventRejected as rejection:
+        log.warning("quarantined a message on %s: %s", message.subject, rejection)
+        await _quarantine(conn, message, rejection, source=_claimed_source(message.subject))
+        return Disposition("term", "quarantined", rejection.reason)
+
+    try:
+        async with conn.transaction():
+            return await _record(conn, message, envelope, partner, partners, ctx)
+    except TRANSIENT_ERRORS:
+        raise
+    except ApplyRefused as error:
+        refusal = error
+    except psycopg.Error as error:
+        # The database refused the effect (a constraint, a value out of range): the event's
+        # content, not the database's health, so redelivering would fail the same way.
+        refusal = ApplyRefused("apply.refused", _first_line(error))
+    except Exception as error:  # a bug of ours: keep the event, do not lose the relay
+        log.exception("internal error applying event %s from %s", envelope.event_id, envelope.source)
+        internal = InternalError(f"{type(error).__name__}: {error}")
+        await _quarantine(conn, message, internal, source=envelope.source, event_id=str(envelope.event_id))
+        return Disposition("term", "quarantined", internal.reason)
+    # The savepoint was rolled back: record the refusal instead of the effect.
+    return await _record_refusal(conn, message, envelope, partners, refusal, ctx)
+
+
+async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelope: Envelope, partner: Partner,
+                  partners: dict[str, Partner], ctx: RelayContext) -> Disposition:
+    key = _aggregate_key(envelope)
+    cur = await conn.execute(_INSERT_INBOX, {**key, **_inbox_fields(envelope), "outcome": "applied"})
+    if await cur.fetchone() is None:
+        return Disposition("ack", "duplicate")  # this very event was recorded before
+
+    if envelope.type == "b2b.receipt":
+        outcome = await apply_receipt(conn, envelope)
+        if outcome != "applied":
+            await _set_inbox_outcome(conn, envelope, outcome)
+        return Disposition("ack", outcome)
+    if envelope.type == "b2b.resync.request":
+        await mark_for_replay(conn, envelope)
+        return Disposition("ack", "applied")
+    if envelope.module != "sales":
+        # purchasing.order.*: a buyer's purchase order to us, as its supplier.
+        raise ApplyRefused("event.not_handled", f"{envelope.type} is not applied by this version")
+
+    cur = await conn.execute(_LOCK_SEQUENCE, key)
+    row = await cur.fetchone()
+    assert row is not None
+    last, has_held = row
+    if envelope.sequence <= last:
+        # Another event id with a number already applied: the source re-sent a change.
+        await _set_inbox_outcome(conn, envelope, "duplicate")
+        await _receipt(conn, ctx, envelope, "duplicate", f"sequence {envelope.sequence} was already applied")
+        return Disposition("ack", "duplicate")
+    if envelope.sequence > last + 1:
+        await conn.execute(_HOLD, {**key, "sequence": envelope.sequence, "event_id": envelope.event_id,
+                                   "subject": message.subject, "raw": message.data})
+        await _set_inbox_outcome(conn, envelope, "held")
+        await _receipt(conn, ctx, envelope, "held", f"waiting for sequence {last + 1}")
+        return Disposition("ack", "held")
+
+    result = await apply_sales_order_event(conn, envelope, partner)
+    await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
+    if result.outcome != "applied":
+        await _set_inbox_outcome(conn, envelope, result.outcome)
+    await _receipt(conn, ctx, envelope, result.outcome, result.detail or None)
+    if has_held:
+        await _drain_held(conn, key, partners, ctx)
+    return Disposition("ack", result.outcome)
+
+
+async def _record_refusal(conn: psycopg.AsyncConnection, message: InboundMessage, envelope: Envelope,
+                          partners: dict[str, Partner], refusal: EventRejected, ctx: RelayContext) -> Disposition:
+    """A verified event whose effect was refused: kept in quarantine, answered `rejected`, and
+    its sequence number used up, so that the source's later changes are not held behind it."""
+    log.warning("refused event %s (%s) from %s: %s", envelope.event_id, envelope.type, envelope.source, refusal)
+    key = _aggregate_key(envelope)
+    await _quarantine(conn, message, refusal, source=envelope.source, event_id=str(envelope.event_id))
+    await conn.execute(_INSERT_INBOX, {**key, **_inbox_fields(envelope), "outcome": "rejected"})
+    if envelope.module == "b2b":
+        return Disposition("ack", "rejected", refusal.reason)  # receipts are not answered
+    await _receipt(conn, ctx, envelope, "rejected", f"{refusal.reason}: {refusal.detail}")
+    if envelope.module == "sales":
+        await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
+        await _drain_held(conn, key, partners, ctx)
+    return Disposition("ack", "rejected", refusal.reason)
+
+
+async def _drain_held(conn: psycopg.AsyncConnection, key: dict[str, str], partners: dict[str, Partner],
+                      ctx: RelayContext) -> None:
+    """Apply the held events of one aggregate that are now next in sequence, in order."""
+    while True:
+        cur = await conn.execute(_TAKE_HELD, key)
+        taken = await cur.fetchall()
+        if not taken:
+            return
+        next_event = None
+        for _sequence, event_id, subject, raw, passed in taken:
+            if passed:
+                await conn.execute(_SET_INBOX_OUTCOME, {"source": key["source"], "event_id": event_id,
+                                                        "outcome": "duplicate"})
+            else:
+                next_event = event_id, InboundMessage(subject, bytes(raw))
+        if next_event is None:
+            return
+        event_id, message = next_event
+        if not await _apply_held(conn, message, partners, ctx):
+            await conn.execute(_SET_INBOX_OUTCOME, {"source": key["source"], "event_id": event_id,
+                                                    "outcome": "rejected"})
+            return
+
+
+async def _apply_held(conn: psycopg.AsyncConnection, message: InboundMessage, partners: dict[str, Partner],
+                      ctx: RelayContext) -> bool:
+    """Returns whether the sequence moved on (and draining may continue): not if the event
+    now fails a check, which leaves the gap open for a person (or a resync) to fill."""
+    try:
+        # Checked again: the partner may have been suspended, or its key replaced, meanwhile.
+        envelope, partner = verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)
+    except EventRejected as rejection:
+        log.warning("held event on %s failed its checks: %s", message.subject, rejection)
+        await _quarantine(conn, message, rejection, source=_claimed_source(message.subject))
+        return False
+    key = _aggregate_key(envelope)
+    try:
+        async with conn.transaction():
+            result = await apply_sales_order_event(conn, envelope, partner)
+        outcome, reason = result.outcome, result.detail or None
+    except TRANSIENT_ERRORS:
+        raise
+    except (ApplyRefused, psycopg.Error) as error:
+        refusal = error if isinstance(error, ApplyRefused) else ApplyRefused("apply.refused", _first_line(error))
+        await _quarantine(conn, message, refusal, source=envelope.source, event_id=str(envelope.event_id))
+        outcome, reason = "rejected", f"{refusal.reason}: {refusal.detail}"
+    await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
+    await _set_inbox_outcome(conn, envelope, outcome)
+    await _receipt(conn, ctx, envelope, outcome, reason)
+    return True
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _aggregate_key(envelope: Envelope) -> dict[str, str]:
+    return {"source": envelope.source, "aggregate_type": envelope.aggregate_type,
+            "aggregate_id": envelope.aggregate_id}
+
+
+def _inbox_fields(envelope: Envelope) -> dict[str, object]:
+    return {"event_id": envelope.event_id, "event_type": envelope.type, "sequence": envelope.sequence,
+            "actor": f"b2b:{envelope.source}"}
+
+
+async def _set_inbox_outcome(conn: psycopg.AsyncConnection, envelope: Envelope, outcome: str) -> None:
+    await conn.execute(_SET_INBOX_OUTCOME, {"source": envelope.source, "event_id": envelope.event_id,
+                                            "outcome": outcome})
+
+
+async def _receipt(conn: psycopg.AsyncConnection, ctx: RelayContext, envelope: Envelope, outcome: str,
+                   reason: str | None) -> None:
+    await enqueue_receipt(conn, signing_key=ctx.signing_key, tenant_id=ctx.tenant_id, answering=envelope,
+                          outcome=outcome, reason=reason, max_bytes=ctx.max_bytes)  # type: ignore[arg-type]
+
+
+async def _quarantine(conn: psycopg.AsyncConnection, message: InboundMessage, rejection: EventRejected, *,
+                      source: str | None, event_id: str | None = None) -> None:
+    await conn.execute(_QUARANTINE, {"source": source, "event_id": event_id, "subject": message.subject,
+                                     "raw": message.data, "reason": rejection.reason,
+                                     "detail": rejection.detail[:4000]})
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# -- the broker side ------------------------------------------------------------------------------
+
+
+def redelivery_delay(num_delivered: int, cap: float = 30.0) -> float:
+    """How long the broker should wait before redelivering after a transient failure."""
+    return min(cap, 2.0 ** max(0, num_delivered - 1))
+
+
+class Relay:
+    """Pulls from one durable consumer per module and applies batch by batch; beside them, asks
+    sources to replay gaps that stay open longer than `resync_after` seconds (resync.py).
+
+    Runs until cancelled or `stop` is set (between batches); a broker error (connection
+    closed) ends it with that error, for the sidecar to reconnect."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        ctx: RelayContext,
+        *,
+        status: RelayStatus | None = None,
+        batch_size: int = 100,
+        fetch_timeout: float = 1.0,
+        backoff: Backoff | None = None,
+        modules: Sequence[str] = MODULES,
+        resync_after: float = 30.0,
+    ):
+        self.pool = pool
+        self.ctx = ctx
+        self.status = status or RelayStatus()
+        self.batch_size = batch_size
+        self.fetch_timeout = fetch_timeout
+        self.backoff = backoff or Backoff(0.5, 30.0)
+        self.modules = tuple(modules)
+        self.resync_after = resync_after
+
+    async def run(self, js: JetStreamContext, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        subscriptions = []
+        for module in self.modules:
+            spec = consumer_spec(self.ctx.tenant_id, module)
+            subscriptions.append(await js.pull_subscribe(spec.config.filter_subject, durable=spec.durable,
+                                                         stream=spec.stream, config=spec.config))
+        self.status.move("running")
+        async with asyncio.TaskGroup() as group:
+            for subscription in subscriptions:
+                group.create_task(self._consume(subscription, stop))
+            group.create_task(self._watch_gaps(stop))
+
+    async def _watch_gaps(self, stop: asyncio.Event) -> None:
+        interval = max(0.1, min(self.resync_after / 2, 30.0))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            try:
+                async with self.pool.connection() as conn:
+                    async with conn.transaction():
+                        await request_resyncs(conn, tenant_id=self.ctx.tenant_id, signing_key=self.ctx.signing_key,
+                                              after_seconds=self.resync_after, max_bytes=self.ctx.max_bytes)
+            except TRANSIENT_ERRORS as error:
+                log.debug("gap check skipped: %s", _first_line(error))  # the consumers report outages
+
+    async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                # Idle. nats-py raises its own TimeoutError, or asyncio's when the deadline
+                # runs out between its two pull requests.
+                continue
+            await self.handle(messages)
+
+    async def handle(self, messages: Sequence[Msg]) -> list[Disposition] | None:
+        """Apply one fetched batch and answer the broker for each message; None if the
+        database was unavailable and every message was nak'ed."""
+        inbound = [InboundMessage(m.subject, m.data) for m in messages]
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    dispositions = await apply_inbound_batch(conn, inbound, self.ctx)
+        except TRANSIENT_ERRORS as error:
+            self.status.move("database_unavailable", _first_line(error))
+            for message in messages:
+                await message.nak(delay=redelivery_delay(message.metadata.num_delivered))
+            await asyncio.sleep(self.backoff.next_delay())
+            return None
+        self.backoff.reset()
+        # Only now, after the commit: a crash before this line redelivers, and the inbox makes
+        # the second delivery a duplicate.
+        for message, disposition in zip(messages, dispositions, strict=True):
+            await (message.term() if disposition.verb == "term" else message.ack())
+            self.status.outcomes[disposition.outcome] += 1
+        self.status.move("running")
+        return dispositions

@@ -1,0 +1,58 @@
+"""What the sidecar is doing, as plain data: logged on every change of state, and readable by
+whoever runs the sidecar in-process (tests, the dev stack's live view)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger("yggdrasil.federation")
+
+
+@dataclass
+class LoopStatus:
+    name: str
+    # starting | running | idle | backing_off | broker_unreachable | database_unavailable | stopped
+    state: str = "starting"
+    last_error: str | None = None
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def move(self, state: str, error: str | None = None) -> None:
+        """Record a state; logs only changes, so a loop that keeps failing logs once per cause."""
+        if state == self.state and error == self.last_error:
+            return
+        level = logging.WARNING if error else logging.INFO
+        log.log(level, "%s: %s%s", self.name, state, f" ({error})" if error else "",
+                extra={"loop": self.name, "state": state})
+        self.state, self.since = state, datetime.now(UTC)
+        if error is not None:
+            self.last_error = error
+
+
+@dataclass
+class PublisherStatus(LoopStatus):
+    name: str = "publisher"
+    pending: int | None = None
+    published_total: int = 0
+    last_published_at: datetime | None = None
+
+
+@dataclass
+class RelayStatus(LoopStatus):
+    name: str = "relay"
+    # applied, duplicate, held, awaiting_approval, rejected, quarantined
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class SidecarStatus:
+    broker: LoopStatus = field(default_factory=lambda: LoopStatus("broker"))
+    publisher: PublisherStatus = field(default_factory=PublisherStatus)
+    relay: RelayStatus = field(default_factory=RelayStatus)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"broker": asdict(self.broker), "publisher": asdict(self.publisher),
+                "relay": {**asdict(self.relay), "outcomes": dict(self.relay.outcomes)}}

@@ -1,0 +1,149 @@
+"""Helpers for the federation tests: two tenants, what the seller's order service will write to
+its outbox, a sidecar run in-process, and polling. Fixtures are in conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from yggdrasil import db
+from yggdrasil.events.canonical import state_hash
+from yggdrasil.events.envelope import Envelope
+from yggdrasil.events.signing import encode_public_key
+from yggdrasil.federation.relay import Disposition, InboundMessage, RelayContext, apply_inbound_batch
+from yggdrasil.federation.sidecar import run_sidecar
+from yggdrasil.federation.status import SidecarStatus
+from yggdrasil.settings import Settings
+from yggdrasil.tenant.adapters.outbox import enqueue_event
+
+SELLER, BUYER = "acme-seller", "bravo-buyer"
+SELLER_SKU, BUYER_SKU = "RETRO-CLOCK", "BRAVO-CLOCK"
+
+
+@dataclass
+class Tenant:
+    id: str
+    dsn: str
+    key: Ed25519PrivateKey
+    broker_url: str = ""
+    extra_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def public_key(self) -> str:
+        return encode_public_key(self.key.public_key())
+
+    def settings(self) -> Settings:
+        return Settings(
+            tenant_id=self.id, tenant_dsn=self.dsn, broker_url=self.broker_url, broker_ensure_streams=True,
+            log_json=False, outbox_poll_seconds=0.5, relay_fetch_timeout_seconds=0.2,
+            publisher_backoff_initial_seconds=0.1, publisher_backoff_max_seconds=0.5,
+            broker_reconnect_initial_seconds=0.1, broker_reconnect_max_seconds=0.5, **self.extra_settings,
+        )
+
+    def fetch(self, query: str, params: Any = None) -> list[tuple]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def scalar(self, query: str, params: Any = None) -> Any:
+        rows = self.fetch(query, params)
+        return rows[0][0] if rows else None
+
+
+@contextlib.contextmanager
+def fresh_tenant_database(pg_admin_dsn: str, template: str) -> Iterator[str]:
+    name = f"ygg_test_{uuid.uuid4().hex[:12]}"
+    db.create_database(pg_admin_dsn, name, template=template)
+    try:
+        yield db.dsn_with_database(pg_admin_dsn, name)
+    finally:
+        db.drop_database(pg_admin_dsn, name)
+
+
+def order_payload(order_id: str, state: str = "draft", quantity: str = "3", sku: str = SELLER_SKU) -> dict[str, Any]:
+    return {"order_id": order_id, "currency": "EUR", "state": state,
+            "lines": [{"line_no": 1, "sku": sku, "description": "Retro clock", "quantity": quantity,
+                       "unit_price": "19.90"}]}
+
+
+async def sell(seller: Tenant, order_id: str, verb: str = "created", state: str = "draft",
+               destination: str = BUYER, **payload_args: Any) -> Envelope:
+    """What the seller's order service will do (issue 2's hook): an outbox row, committed."""
+    payload = order_payload(order_id, state, **payload_args)
+    async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:
+        envelope = await enqueue_event(
+            conn, signing_key=seller.key, source=seller.id, destination=destination,
+            type=f"sales.order.{verb}", aggregate_id=order_id, payload=payload,
+            state_hash=state_hash(payload),
+        )
+        await conn.commit()
+    return envelope
+
+
+async def order_lifecycle(seller: Tenant, order_id: str) -> list[Envelope]:
+    """created, confirmed, shipped: three outbox rows with sequence 1, 2, 3."""
+    return [await sell(seller, order_id, "created", "draft"),
+            await sell(seller, order_id, "confirmed", "confirmed"),
+            await sell(seller, order_id, "shipped", "shipped")]
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(tenant: Tenant) -> AsyncIterator[SidecarStatus]:
+    stop, status = asyncio.Event(), SidecarStatus()
+    task = asyncio.create_task(run_sidecar(tenant.settings(), stop=stop, status=status, signing_key=tenant.key))
+    try:
+        yield status
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def eventually(check: Callable[[], Any | Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.1)
+
+
+def purchase_orders(buyer: Tenant) -> list[tuple]:
+    return buyer.fetch(
+        """
+        SELECT o.b2b_source_order_id, o.state, o.b2b_source_state, o.currency, s.partner_tenant_id,
+               l.line_no, l.quantity, i.sku
+          FROM purchasing_orders o
+          JOIN suppliers s ON s.id = o.supplier_id
+          JOIN purchasing_order_lines l ON l.order_id = o.id
+          JOIN items i ON i.id = l.item_id
+         WHERE o.b2b_source_tenant = %s
+         ORDER BY o.b2b_source_order_id, l.line_no
+        """,
+        (SELLER,),
+    )
+
+
+def outbox_message(tenant: Tenant, envelope: Envelope) -> InboundMessage:
+    """The outbox row of `envelope`, as the broker would deliver it."""
+    subject, raw = tenant.fetch("SELECT subject, envelope FROM b2b_events WHERE event_id = %s",
+                                (envelope.event_id,))[0]
+    return InboundMessage(subject, bytes(raw))
+
+
+async def deliver(tenant: Tenant, *messages: InboundMessage) -> list[Disposition]:
+    """Apply messages as one relay batch, without a broker, and commit."""
+    async with await psycopg.AsyncConnection.connect(tenant.dsn) as conn:
+        async with conn.transaction():
+            return await apply_inbound_batch(conn, list(messages), RelayContext(tenant.id, tenant.key))
