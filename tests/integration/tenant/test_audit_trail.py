@@ -75,7 +75,8 @@ def audited_tables(conn) -> set[str]:
 
 
 def head_seq(conn) -> int:
-    return conn.execute("SELECT last_seq FROM audit_chain_head").fetchone()[0]
+    """The newest seq this transaction sees (the chain head itself moves only at commit)."""
+    return conn.execute("SELECT coalesce(max(seq), 0) FROM audit_change_log").fetchone()[0]
 
 
 def act_as(conn, actor: str, request_id: str = "") -> None:
@@ -251,19 +252,30 @@ def test_the_last_rows_removed_are_found_through_the_chain_head(tenant_dsn):
     assert f"rows {seqs[3]} to {seqs[4]} are missing" in result.problems[0].problem
 
 
-def test_a_forged_row_appended_without_moving_the_head_is_found(tenant_dsn):
+FORGE_ROW = """
+    INSERT INTO audit_change_log (seq, table_name, record_id, operation, new_values, actor, changed_at,
+                                  prev_hash, row_hash)
+    SELECT seq + 1, table_name, record_id, 'DELETE', NULL, 'mallory', changed_at, row_hash,
+           audit_row_digest(row_hash, seq + 1, table_name, record_id, 'DELETE', NULL, NULL,
+                            'mallory', NULL, changed_at)
+      FROM audit_change_log WHERE seq = %s
+"""
+
+
+def test_only_the_audit_trigger_may_append_rows_or_move_the_head(tenant_dsn):
+    seqs = add_customers(tenant_dsn, 1)
+    for statement, params in ((FORGE_ROW, (seqs[-1],)),
+                              ("UPDATE audit_chain_head SET last_seq = last_seq + 1", ()),
+                              ("DELETE FROM audit_chain_head", ())):
+        with psycopg.connect(tenant_dsn) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="refused"):
+                conn.execute(statement, params)
+    assert verify(tenant_dsn).ok
+
+
+def test_a_forged_row_appended_around_the_triggers_without_moving_the_head_is_found(tenant_dsn):
     seqs = add_customers(tenant_dsn, 2)
-    with psycopg.connect(tenant_dsn) as conn:
-        conn.execute(
-            """
-            INSERT INTO audit_change_log (seq, table_name, record_id, operation, new_values, actor, changed_at,
-                                          prev_hash, row_hash)
-            SELECT seq + 1, table_name, record_id, 'DELETE', NULL, 'mallory', changed_at, row_hash,
-                   audit_row_digest(row_hash, seq + 1, table_name, record_id, 'DELETE', NULL, NULL,
-                                    'mallory', NULL, changed_at)
-              FROM audit_change_log WHERE seq = %s
-            """, (seqs[-1],))
-        conn.commit()
+    around_the_triggers(tenant_dsn, FORGE_ROW, (seqs[-1],))
     result = verify(tenant_dsn)
     assert [(p.seq, p.kind) for p in result.problems] == [(seqs[-1] + 1, "head")]
 
@@ -370,3 +382,21 @@ def test_ygg_audit_verify_exits_2_with_one_line_when_the_database_is_unreachable
     assert result.stdout == ""
     assert result.stderr.startswith("error: cannot verify the audit trail:")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_bulk_transaction_with_a_rolled_back_savepoint_keeps_the_chain_whole(tenant_dsn):
+    with psycopg.connect(tenant_dsn) as conn:
+        with conn.transaction():
+            act_as(conn, "bulk-import")
+            for n in range(300):
+                conn.execute("INSERT INTO customers (code, name) VALUES (%s, 'Bulk')", (f"BULK-{n}",))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                with conn.transaction():  # a savepoint whose rows and chain tip roll back together
+                    conn.execute("INSERT INTO customers (code, name) VALUES ('SAVEPOINT-1', 'Gone')")
+                    conn.execute("INSERT INTO customers (code, name) VALUES ('BULK-0', 'Duplicate')")
+            conn.execute("INSERT INTO customers (code, name) VALUES ('AFTER-SAVEPOINT', 'Kept')")
+        head = conn.execute("SELECT last_seq FROM audit_chain_head").fetchone()[0]
+        seqs = [s for (s,) in conn.execute("SELECT seq FROM audit_change_log ORDER BY seq").fetchall()]
+    assert seqs == list(range(1, 302)) and head == 301
+    result = verify(tenant_dsn)
+    assert result.ok and result.rows_checked == 301

@@ -28,6 +28,11 @@ class Filter:
             raise ValueError(f"unsupported operator {self.op!r}")
 
 
+def equal_filters(**values: Any) -> list[Filter]:
+    """`column = value` for each value given; None means the caller did not filter on it."""
+    return [Filter(column, "=", value) for column, value in values.items() if value is not None]
+
+
 def _where(filters: Sequence[Filter], params: dict[str, Any]) -> sql.Composable:
     parts = []
     for n, f in enumerate(filters):

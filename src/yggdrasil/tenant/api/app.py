@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil import __version__
 from yggdrasil.settings import Settings
+from yggdrasil.tenant.adapters.outbox import OutboxSummary, outbox_summary
 from yggdrasil.tenant.api.cache import ResponseCache
 from yggdrasil.tenant.api.changes import ChangeHub
 from yggdrasil.tenant.api.database import Database
@@ -24,9 +26,12 @@ from yggdrasil.tenant.api.metrics import TenantMetrics
 from yggdrasil.tenant.api.middleware import API_PREFIX, RequestContextMiddleware
 from yggdrasil.tenant.api.ratelimit import RateLimiter
 from yggdrasil.tenant.api.routes import (
+    approvals,
     audit,
+    b2b,
     customers,
     items,
+    partners,
     purchase_orders,
     reports,
     sales_orders,
@@ -39,7 +44,42 @@ from yggdrasil.tenant.outbound import OutboundEvents
 
 log = logging.getLogger(__name__)
 
-API_MODULES = (customers, suppliers, items, warehouses, stock, sales_orders, purchase_orders, reports, audit)
+API_MODULES = (customers, suppliers, items, warehouses, stock, sales_orders, purchase_orders, reports, audit,
+               partners, approvals, b2b)
+
+
+# An unpublished event older than this means the publisher is not getting through (the broker
+# or the sidecar is down): /health says so, without calling the tenant unhealthy.
+OUTBOX_STALLED_SECONDS = 60.0
+
+
+async def _outbox_summary(services: TenantServices) -> OutboxSummary | None:
+    """The federation backlog (one cheap query), also set as metrics; None if the database
+    cannot be asked, which /health already reports."""
+    if not services.db.up:
+        return None
+    try:
+        summary = await services.db.read(outbox_summary)
+    except DatabaseUnavailable:
+        return None
+    except psycopg.Error as error:  # /health must answer whatever happens to this query
+        log.warning("cannot read the outbox summary", extra={"error": str(error)})
+        return None
+    services.metrics.set_outbox(summary)
+    return summary
+
+
+def _federation_health(summary: OutboxSummary) -> dict[str, object]:
+    # Counts only: /health answers without a token, and a publish error can name hosts.
+    oldest = summary.oldest_pending_seconds
+    return {
+        "outbox_pending": summary.pending,
+        "outbox_oldest_pending_seconds": round(oldest, 1) if oldest is not None else None,
+        "outbox_failing": summary.failed_attempts,
+        "outbox_stalled": oldest is not None and oldest > OUTBOX_STALLED_SECONDS,
+        "quarantined": summary.quarantined,
+        "approvals_waiting": summary.awaiting_approval,
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -111,18 +151,24 @@ def create_app(settings: Settings) -> FastAPI:
         services: TenantServices = request.app.state.services
         db_state = services.db.state()
         metrics.database_up.set(1 if services.db.up else 0)
+        summary = await _outbox_summary(services)
         return JSONResponse({
+            # The broker's state does not count: with it down the tenant keeps working, and the
+            # outbox backlog below shows what waits for it.
             "status": "ok" if services.db.up else "degraded",
             "tenant_id": settings.tenant_id,
             "version": __version__,
             "database": db_state,
             "cache": {"entries": len(services.cache), "bytes": services.cache.size_bytes},
             "change_listener": "connected" if request.app.state.hub.connected.is_set() else "disconnected",
+            "federation": _federation_health(summary) if summary is not None else None,
         })
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics(request: Request) -> Response:
-        metrics.database_up.set(1 if request.app.state.services.db.up else 0)
+        services: TenantServices = request.app.state.services
+        metrics.database_up.set(1 if services.db.up else 0)
+        await _outbox_summary(services)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")

@@ -26,6 +26,10 @@ TABLE_TAGS: dict[str, frozenset[str]] = {
     "crm_sales_order_lines": frozenset({"sales-orders", "reports"}),
     "purchasing_orders": frozenset({"purchase-orders", "reports"}),
     "purchasing_order_lines": frozenset({"purchase-orders", "reports"}),
+    # An order's `federation` status is read from these (notified by migration 0005).
+    "b2b_events": frozenset({"sales-orders", "purchase-orders"}),
+    "b2b_held_events": frozenset({"sales-orders", "purchase-orders"}),
+    "b2b_approvals": frozenset({"sales-orders", "purchase-orders"}),
 }
 
 

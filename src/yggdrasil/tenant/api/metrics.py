@@ -28,6 +28,27 @@ class TenantMetrics:
             "ygg_rate_limited_total", "Requests refused by the rate limiter", registry=self.registry
         )
         self.database_up = Gauge("ygg_database_up", "1 when the tenant database is reachable", registry=self.registry)
+        # The federation's backlog, read from the database on each scrape (set_outbox).
+        self.outbox_pending = Gauge(
+            "ygg_outbox_pending_events", "Outbound events not yet published to the broker", registry=self.registry)
+        self.outbox_oldest_pending = Gauge(
+            "ygg_outbox_oldest_pending_seconds", "Age of the oldest unpublished outbound event (0 when none)",
+            registry=self.registry)
+        self.outbox_failing = Gauge(
+            "ygg_outbox_failing_events", "Unpublished outbound events whose last publish attempt failed",
+            registry=self.registry)
+        self.b2b_quarantined = Gauge(
+            "ygg_b2b_quarantined_messages", "Inbound messages refused by a check and kept in quarantine",
+            registry=self.registry)
+        self.b2b_approvals_waiting = Gauge(
+            "ygg_b2b_approvals_waiting", "Inbound documents waiting for a person's decision", registry=self.registry)
+
+    def set_outbox(self, summary) -> None:  # noqa: ANN001 - adapters.outbox.OutboxSummary
+        self.outbox_pending.set(summary.pending)
+        self.outbox_oldest_pending.set(summary.oldest_pending_seconds or 0)
+        self.outbox_failing.set(summary.failed_attempts)
+        self.b2b_quarantined.set(summary.quarantined)
+        self.b2b_approvals_waiting.set(summary.awaiting_approval)
 
     def watch_pool(self, pool) -> None:  # noqa: ANN001 - psycopg_pool.AsyncConnectionPool
         self.registry.register(_PoolCollector(pool))

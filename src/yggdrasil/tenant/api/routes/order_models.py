@@ -1,15 +1,22 @@
 """HTTP models and helpers shared by the sales-order and purchase-order routes."""
 
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
+from uuid import UUID
 
+import psycopg
 from fastapi import Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from yggdrasil.tenant.adapters.b2b_views import is_federated, order_federation
+from yggdrasil.tenant.api.deps import TenantServices
 from yggdrasil.tenant.api.fields import MAX_ID, Money, Quantity, RowId, Version, text
 from yggdrasil.tenant.domain.commands import NewLine, UpdateOrder
+from yggdrasil.tenant.domain.orders import Order
+from yggdrasil.tenant.errors import DatabaseUnavailable
 
 MAX_LINES = 500
 
@@ -36,6 +43,31 @@ class OrderLineOut(BaseModel):
     total: Decimal
 
 
+class FederationStatus(BaseModel):
+    """Where an order stands with the partner tenant it federates with.
+
+    `outbound` (we send the order's changes): `state` is the partner's latest answer to our
+    latest event (applied, duplicate, held, awaiting_approval, accepted, rejected), or without
+    one how far that event got (pending: not yet at the broker; published: sent, not answered),
+    or not_sent. `inbound` (a seller's order created this purchase order): `state` is
+    awaiting_approval, held (a later event waits for a missing one) or applied; the last_* and
+    receipt_* fields then describe the events we send back (the goods received)."""
+
+    partner: str
+    direction: Literal["outbound", "inbound"]
+    state: str
+    last_event_id: UUID | None = None
+    last_event_type: str | None = None
+    last_sequence: int | None = None
+    outbox_status: str | None = None
+    receipt_outcome: str | None = None
+    receipt_reason: str | None = None
+    partner_state: str | None = Field(None, description="inbound: the seller's state as last applied")
+    inbound_sequence: int | None = Field(None, description="inbound: the seller's last event applied here")
+    held_events: int | None = Field(None, description="inbound: later events waiting for a missing one")
+    awaiting_approval: bool | None = Field(None, description="inbound: a document waits in /approvals")
+
+
 class OrderOut(BaseModel):
     """Fields every order has; each kind adds its party, dates and stamps."""
 
@@ -54,6 +86,8 @@ class OrderOut(BaseModel):
     confirmed_at: datetime | None
     cancelled_at: datetime | None
     version: int
+    federation: FederationStatus | None = Field(
+        None, description="null unless the customer or supplier is a partner tenant")
 
 
 class OrderPatch(BaseModel):
@@ -86,6 +120,36 @@ class OrderAction(BaseModel):
 
 def new_lines(lines: list[OrderLineIn]) -> list[NewLine]:
     return [NewLine(item_id=line.item_id, quantity=line.quantity, unit_price=line.unit_price) for line in lines]
+
+
+async def with_federation(
+    conn: psycopg.AsyncConnection, aggregate_type: str, orders: Sequence[Order], to_out: Callable[[Order], OrderOut],
+) -> list[OrderOut]:
+    """`orders` as output models, each with its `federation` status (one query for all)."""
+    statuses = await order_federation(conn, aggregate_type, orders)
+    outs = [to_out(order) for order in orders]
+    for out in outs:
+        status = statuses.get(out.id)
+        if status is not None:
+            out.federation = FederationStatus(**status)
+    return outs
+
+
+async def written_order_response(
+    services: TenantServices, aggregate_type: str, order: Order, to_out: Callable[[Order], OrderOut],
+    status_code: int = 200,
+) -> Response:
+    """The answer to a write: the order, with its federation status read after the commit
+    (the write transaction stays as short as it was). The write is committed by now, so losing
+    the database at this point must not turn its answer into an error: the status is then left
+    out (null), and the next GET shows it."""
+    if is_federated(order):
+        try:
+            [out] = await services.db.read(lambda conn: with_federation(conn, aggregate_type, [order], to_out))
+            return json_response(out, status_code)
+        except DatabaseUnavailable:
+            pass
+    return json_response(to_out(order), status_code)
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict
 
+from yggdrasil.events.catalogue import event_type
 from yggdrasil.tenant import services as use_cases
 from yggdrasil.tenant.adapters.orders import PURCHASES, OrderFilter, PgOrderRepository
 from yggdrasil.tenant.api.cache import tags_for_tables
@@ -24,8 +25,9 @@ from yggdrasil.tenant.api.routes.order_models import (
     PartyFilter,
     Reference,
     action_version,
-    json_response,
     new_lines,
+    with_federation,
+    written_order_response,
 )
 from yggdrasil.tenant.auth import Principal
 from yggdrasil.tenant.domain.commands import CreatePurchaseOrder
@@ -33,6 +35,8 @@ from yggdrasil.tenant.domain.purchasing import STATES
 
 router = APIRouter(tags=["purchase-orders"])
 
+# How the outbox names this kind of order (its events are keyed by it and the order id).
+AGGREGATE_TYPE = event_type("purchasing.order.created").aggregate_type
 ORDER_TAGS = tags_for_tables("purchasing_orders", "purchasing_order_lines")
 RECEIVE_TAGS = ORDER_TAGS | tags_for_tables("stock_levels", "stock_moves")
 
@@ -88,7 +92,8 @@ async def list_purchase_orders(
 
     async def load(conn):
         orders = await PgOrderRepository(conn, PURCHASES).list(f, limit=limit + 1, after=after)
-        return page_of([_out(o).model_dump(mode="json") for o in orders], limit)
+        outs = await with_federation(conn, AGGREGATE_TYPE, orders, _out)
+        return page_of([o.model_dump(mode="json") for o in outs], limit)
 
     return await cached_read(request, services, ORDER_TAGS, load)
 
@@ -102,14 +107,15 @@ async def create_purchase_order(body: PurchaseOrderIn, services: ServicesDep, pr
         notes=body.notes, lines=new_lines(body.lines),
     )
     order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_purchase_order(conn, cmd, outbound=services.outbound))
-    return json_response(_out(order), 201)
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out, 201)
 
 
 @router.get("/purchase-orders/{order_id}", response_model=PurchaseOrderOut,
             summary="Get one purchase order with its lines")
 async def get_purchase_order(order_id: PathId, request: Request, services: ServicesDep, _: AnyRole) -> Response:
     async def load(conn):
-        return _out(await PgOrderRepository(conn, PURCHASES).get(order_id))
+        [out] = await with_federation(conn, AGGREGATE_TYPE, [await PgOrderRepository(conn, PURCHASES).get(order_id)], _out)
+        return out
 
     return await cached_read(request, services, ORDER_TAGS, load)
 
@@ -121,7 +127,7 @@ async def update_purchase_order(
 ) -> Response:
     cmd = body.to_command(order_id)
     order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_purchase_order(conn, cmd, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
 @router.post("/purchase-orders/{order_id}/confirm", response_model=PurchaseOrderOut,
@@ -132,7 +138,7 @@ async def confirm_purchase_order(
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
                         lambda conn: use_cases.confirm_purchase_order(conn, order_id, version=version, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
 @router.post("/purchase-orders/{order_id}/receive", response_model=PurchaseOrderOut,
@@ -143,7 +149,7 @@ async def receive_purchase_order(
     version = action_version(body)
     order = await write(services, principal, RECEIVE_TAGS,
                         lambda conn: use_cases.receive_purchase_order(conn, order_id, version=version, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
 @router.post("/purchase-orders/{order_id}/cancel", response_model=PurchaseOrderOut,
@@ -154,4 +160,4 @@ async def cancel_purchase_order(
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
                         lambda conn: use_cases.cancel_purchase_order(conn, order_id, version=version, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)

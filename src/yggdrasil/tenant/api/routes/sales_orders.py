@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict
 
+from yggdrasil.events.catalogue import event_type
 from yggdrasil.tenant import services as use_cases
 from yggdrasil.tenant.adapters.orders import SALES, OrderFilter, PgOrderRepository
 from yggdrasil.tenant.api.cache import tags_for_tables
@@ -23,8 +24,9 @@ from yggdrasil.tenant.api.routes.order_models import (
     PartyFilter,
     Reference,
     action_version,
-    json_response,
     new_lines,
+    with_federation,
+    written_order_response,
 )
 from yggdrasil.tenant.auth import Principal
 from yggdrasil.tenant.domain.commands import CreateSalesOrder
@@ -32,6 +34,8 @@ from yggdrasil.tenant.domain.sales import STATES
 
 router = APIRouter(tags=["sales-orders"])
 
+# How the outbox names this kind of order (its events are keyed by it and the order id).
+AGGREGATE_TYPE = event_type("sales.order.created").aggregate_type
 ORDER_TAGS = tags_for_tables("crm_sales_orders", "crm_sales_order_lines")
 SHIP_TAGS = ORDER_TAGS | tags_for_tables("stock_levels", "stock_moves")
 
@@ -80,7 +84,8 @@ async def list_sales_orders(
 
     async def load(conn):
         orders = await PgOrderRepository(conn, SALES).list(f, limit=limit + 1, after=after)
-        return page_of([_out(o).model_dump(mode="json") for o in orders], limit)
+        outs = await with_federation(conn, AGGREGATE_TYPE, orders, _out)
+        return page_of([o.model_dump(mode="json") for o in outs], limit)
 
     return await cached_read(request, services, ORDER_TAGS, load)
 
@@ -93,13 +98,14 @@ async def create_sales_order(body: SalesOrderIn, services: ServicesDep, principa
         order_date=body.order_date, reference=body.reference, notes=body.notes, lines=new_lines(body.lines),
     )
     order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.create_sales_order(conn, cmd, outbound=services.outbound))
-    return json_response(_out(order), 201)
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out, 201)
 
 
 @router.get("/sales-orders/{order_id}", response_model=SalesOrderOut, summary="Get one sales order with its lines")
 async def get_sales_order(order_id: PathId, request: Request, services: ServicesDep, _: AnyRole) -> Response:
     async def load(conn):
-        return _out(await PgOrderRepository(conn, SALES).get(order_id))
+        [out] = await with_federation(conn, AGGREGATE_TYPE, [await PgOrderRepository(conn, SALES).get(order_id)], _out)
+        return out
 
     return await cached_read(request, services, ORDER_TAGS, load)
 
@@ -109,7 +115,7 @@ async def get_sales_order(order_id: PathId, request: Request, services: Services
 async def update_sales_order(order_id: PathId, body: SalesOrderPatch, services: ServicesDep, principal: Seller) -> Response:
     cmd = body.to_command(order_id)
     order = await write(services, principal, ORDER_TAGS, lambda conn: use_cases.update_sales_order(conn, cmd, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
 @router.post("/sales-orders/{order_id}/confirm", response_model=SalesOrderOut, summary="Confirm a draft sales order")
@@ -119,7 +125,7 @@ async def confirm_sales_order(
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
                         lambda conn: use_cases.confirm_sales_order(conn, order_id, version=version, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
 @router.post("/sales-orders/{order_id}/ship", response_model=SalesOrderOut,
@@ -130,7 +136,7 @@ async def ship_sales_order(
     version = action_version(body)
     order = await write(services, principal, SHIP_TAGS,
                         lambda conn: use_cases.ship_sales_order(conn, order_id, version=version, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
 @router.post("/sales-orders/{order_id}/cancel", response_model=SalesOrderOut,
@@ -141,4 +147,4 @@ async def cancel_sales_order(
     version = action_version(body)
     order = await write(services, principal, ORDER_TAGS,
                         lambda conn: use_cases.cancel_sales_order(conn, order_id, version=version, outbound=services.outbound))
-    return json_response(_out(order))
+    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
