@@ -17,7 +17,6 @@ from yggdrasil.broker.streams import (
     check_streams,
     consumer_spec,
     declared_consumers,
-    declared_streams,
     ensure_consumers,
     ensure_streams,
     stream_config,

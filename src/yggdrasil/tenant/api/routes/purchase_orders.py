@@ -15,16 +15,15 @@ from yggdrasil.tenant.api.cache import tags_for_tables
 from yggdrasil.tenant.api.deps import AnyRole, ServicesDep, cached_read, require, write
 from yggdrasil.tenant.api.fields import Currency, Note, PathId, RowId
 from yggdrasil.tenant.api.pagination import After, Limit, Page, page_of
+from yggdrasil.tenant.api.routes.order_actions import add_order_actions
 from yggdrasil.tenant.api.routes.order_models import (
     DateFrom,
     DateTo,
     Lines,
-    OrderAction,
     OrderOut,
     OrderPatch,
     PartyFilter,
     Reference,
-    action_version,
     new_lines,
     with_federation,
     written_order_response,
@@ -130,34 +129,13 @@ async def update_purchase_order(
     return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
-@router.post("/purchase-orders/{order_id}/confirm", response_model=PurchaseOrderOut,
-             summary="Confirm a draft purchase order")
-async def confirm_purchase_order(
-    order_id: PathId, services: ServicesDep, principal: Buyer, body: OrderAction | None = None,
-) -> Response:
-    version = action_version(body)
-    order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.confirm_purchase_order(conn, order_id, version=version, outbound=services.outbound))
-    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
-
-
-@router.post("/purchase-orders/{order_id}/receive", response_model=PurchaseOrderOut,
-             summary="Receive a confirmed purchase order: puts its lines into stock")
-async def receive_purchase_order(
-    order_id: PathId, services: ServicesDep, principal: Receiver, body: OrderAction | None = None,
-) -> Response:
-    version = action_version(body)
-    order = await write(services, principal, RECEIVE_TAGS,
-                        lambda conn: use_cases.receive_purchase_order(conn, order_id, version=version, outbound=services.outbound))
-    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
-
-
-@router.post("/purchase-orders/{order_id}/cancel", response_model=PurchaseOrderOut,
-             summary="Cancel a draft or confirmed purchase order")
-async def cancel_purchase_order(
-    order_id: PathId, services: ServicesDep, principal: Buyer, body: OrderAction | None = None,
-) -> Response:
-    version = action_version(body)
-    order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.cancel_purchase_order(conn, order_id, version=version, outbound=services.outbound))
-    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
+add_order_actions(
+    router, resource="purchase-orders", kind="purchase_order", response_model=PurchaseOrderOut, to_out=_out,
+    aggregate_type=AGGREGATE_TYPE,
+    actions=[
+        ("confirm", use_cases.confirm_purchase_order, Buyer, ORDER_TAGS, "Confirm a draft purchase order"),
+        ("receive", use_cases.receive_purchase_order, Receiver, RECEIVE_TAGS,
+         "Receive a confirmed purchase order: puts its lines into stock"),
+        ("cancel", use_cases.cancel_purchase_order, Buyer, ORDER_TAGS, "Cancel a draft or confirmed purchase order"),
+    ],
+)

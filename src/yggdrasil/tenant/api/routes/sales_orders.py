@@ -14,16 +14,15 @@ from yggdrasil.tenant.api.cache import tags_for_tables
 from yggdrasil.tenant.api.deps import AnyRole, ServicesDep, cached_read, require, write
 from yggdrasil.tenant.api.fields import Currency, Note, PathId, RowId
 from yggdrasil.tenant.api.pagination import After, Limit, Page, page_of
+from yggdrasil.tenant.api.routes.order_actions import add_order_actions
 from yggdrasil.tenant.api.routes.order_models import (
     DateFrom,
     DateTo,
     Lines,
-    OrderAction,
     OrderOut,
     OrderPatch,
     PartyFilter,
     Reference,
-    action_version,
     new_lines,
     with_federation,
     written_order_response,
@@ -118,33 +117,13 @@ async def update_sales_order(order_id: PathId, body: SalesOrderPatch, services: 
     return await written_order_response(services, AGGREGATE_TYPE, order, _out)
 
 
-@router.post("/sales-orders/{order_id}/confirm", response_model=SalesOrderOut, summary="Confirm a draft sales order")
-async def confirm_sales_order(
-    order_id: PathId, services: ServicesDep, principal: Seller, body: OrderAction | None = None,
-) -> Response:
-    version = action_version(body)
-    order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.confirm_sales_order(conn, order_id, version=version, outbound=services.outbound))
-    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
-
-
-@router.post("/sales-orders/{order_id}/ship", response_model=SalesOrderOut,
-             summary="Ship a confirmed sales order: takes its lines out of stock (409 if any is short)")
-async def ship_sales_order(
-    order_id: PathId, services: ServicesDep, principal: Shipper, body: OrderAction | None = None,
-) -> Response:
-    version = action_version(body)
-    order = await write(services, principal, SHIP_TAGS,
-                        lambda conn: use_cases.ship_sales_order(conn, order_id, version=version, outbound=services.outbound))
-    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
-
-
-@router.post("/sales-orders/{order_id}/cancel", response_model=SalesOrderOut,
-             summary="Cancel a draft or confirmed sales order")
-async def cancel_sales_order(
-    order_id: PathId, services: ServicesDep, principal: Seller, body: OrderAction | None = None,
-) -> Response:
-    version = action_version(body)
-    order = await write(services, principal, ORDER_TAGS,
-                        lambda conn: use_cases.cancel_sales_order(conn, order_id, version=version, outbound=services.outbound))
-    return await written_order_response(services, AGGREGATE_TYPE, order, _out)
+add_order_actions(
+    router, resource="sales-orders", kind="sales_order", response_model=SalesOrderOut, to_out=_out,
+    aggregate_type=AGGREGATE_TYPE,
+    actions=[
+        ("confirm", use_cases.confirm_sales_order, Seller, ORDER_TAGS, "Confirm a draft sales order"),
+        ("ship", use_cases.ship_sales_order, Shipper, SHIP_TAGS,
+         "Ship a confirmed sales order: takes its lines out of stock (409 if any is short)"),
+        ("cancel", use_cases.cancel_sales_order, Seller, ORDER_TAGS, "Cancel a draft or confirmed sales order"),
+    ],
+)
