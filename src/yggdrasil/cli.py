@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from yggdrasil import __version__
+from yggdrasil.broker.cli import broker_app
 from yggdrasil.devstack.cli import demo
 from yggdrasil.federation.cli import keys_app, partner_app, sidecar_app
 from yggdrasil.ops.cli import audit_app
@@ -21,6 +22,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(sidecar_app, name="sidecar")
 app.add_typer(partner_app, name="partner")
 app.add_typer(keys_app, name="keys")
+app.add_typer(broker_app, name="broker")
 app.command()(demo)
 
 

@@ -23,7 +23,13 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from yggdrasil.broker.subjects import MODULES, inbound_filter, module_subjects, validate_tenant_id
+from yggdrasil.broker.subjects import (
+    MODULES,
+    TENANT_ID_PATTERN,
+    inbound_filter,
+    module_subjects,
+    validate_tenant_id,
+)
 
 DAY = 24 * 3600.0
 DEFAULT_MAX_AGE = 7 * DAY
@@ -111,6 +117,16 @@ def durable_name(tenant: str, module: str) -> str:
     return f"ygg-{validate_tenant_id(tenant)}-{module}"
 
 
+def durable_tenant(durable: str, module: str) -> str | None:
+    """The tenant whose `module` consumer is named `durable`, or None if the name is not one
+    of ours (the inverse of `durable_name`)."""
+    prefix, suffix = "ygg-", f"-{module}"
+    if not (durable.startswith(prefix) and durable.endswith(suffix)):
+        return None
+    tenant = durable[len(prefix):-len(suffix)]
+    return tenant if TENANT_ID_PATTERN.fullmatch(tenant) else None
+
+
 def consumer_spec(
     tenant: str,
     module: str,
@@ -167,6 +183,8 @@ class Drift:
     actual: object
 
     def __str__(self) -> str:
+        if self.field == "exists":
+            return f"{self.kind} {self.name}: {'missing' if self.expected else 'not declared'}"
         return f"{self.kind} {self.name}: {self.field} is {self.actual!r}, declared {self.expected!r}"
 
 

@@ -25,6 +25,11 @@ def demo(
         True, "--seed/--no-seed",
         help="seed sample data into tenants that are new (existing tenants keep their data)",
     ),
+    view: bool = typer.Option(
+        True, "--view/--no-view",
+        help="show a live table of events flowing between tenants (default); --no-view logs a line "
+        "per tenant whenever its counts change instead (also what happens when output is not a terminal)",
+    ),
 ) -> None:
     """Start the whole system on 127.0.0.1 and keep it running until Ctrl-C or SIGTERM.
 
@@ -32,19 +37,40 @@ def demo(
     First run:
       - embedded PostgreSQL, data in STATE_DIR/postgres
       - one database per tenant, migrated, with an admin token
-      - one `ygg tenant serve` per tenant on a free port
+      - an Ed25519 signing key per tenant (STATE_DIR/keys), and
+        each tenant registered as partner of the others, with
+        approval `auto` (switch one with `ygg partner add
+        --approval approve`)
+      - nats-server with JetStream (STATE_DIR/broker), one broker
+        user per tenant, streams and consumers declared
+      - one `ygg tenant serve` and one `ygg sidecar run` per
+        tenant, on free ports
       - sample data through each tenant's API: warehouses, items
         with stock, customers, suppliers (every other tenant is
-        linked as partner customer and supplier), and sales and
-        purchase orders in every state
-    Later runs reuse the cluster, databases, ports and tokens.
+        linked as partner customer and supplier), sales and
+        purchase orders in every state; buyers map sellers' SKUs
+        to their items, and each tenant sends the others a few
+        sales orders, which arrive there as purchase orders
+    Later runs reuse the cluster, databases, keys, ports and tokens.
+
+    \b
+    While it runs, a live table shows per tenant the outbox by
+    status (pending, published, acknowledged, rejected), inbound
+    events applied, held and quarantined, approvals waiting, and
+    the latest events in both directions.
 
     \b
     STATE_DIR/stack.json exists while the stack runs (replaced
     atomically whenever a pid changes):
-      {"postgres": {"dsn", "pid"}, "broker", "mesh", "portal",
-       "tenants": [{"id", "name", "url", "dsn", "admin_token"}],
-       "processes": {"postgres": PID, "tenant:acme": PID, ...}}
+      {"postgres": {"dsn", "pid"},
+       "broker": {"url", "pid", "store_dir", "monitor_url",
+                  "admin_user", "admin_password"},
+       "mesh", "portal",
+       "tenants": [{"id", "name", "url", "dsn", "admin_token",
+                    "broker_user", "broker_password",
+                    "signing_key_path", "public_key"}],
+       "processes": {"postgres": PID, "broker": PID,
+                     "tenant:acme": PID, "sidecar:acme": PID, ...}}
 
     \b
     A process that dies is restarted after 1 s, 2 s, 4 s ... up
@@ -56,4 +82,4 @@ def demo(
     """
     from yggdrasil.devstack.demo import run_demo
 
-    raise typer.Exit(run_demo(state_dir, tenants=tenants, seed=seed))
+    raise typer.Exit(run_demo(state_dir, tenants=tenants, seed=seed, view=view))

@@ -3,22 +3,34 @@
 What lives in STATE_DIR:
 
     postgres/            the embedded cluster (kept between runs; its log is postgres/server.log)
-    logs/<process>.log   one log per supervised process (tenant-acme.log, ...) and demo.log
-    demo-state.json      what a later run reuses: ports, admin tokens, which tenants are seeded
+    broker/              the embedded nats-server: config, nats.log, JetStream store
+    keys/<tenant>.key    each tenant's Ed25519 signing key (mode 0600)
+    logs/<process>.log   one log per supervised process (tenant-acme.log, sidecar-acme.log, ...)
+                         and demo.log
+    demo-state.json      what a later run reuses: ports, admin tokens, broker passwords, which
+                         tenants are seeded
     stack.json           only while the stack runs: URLs, DSNs, tokens and pids, for scripts
 
 The first run creates one database per tenant, migrates it and seeds sample data through the
 tenant's API; later runs reuse all of it (migrations are applied again, which is a no-op when
 nothing is new). A tenant whose seeding did not finish is recreated from scratch next time.
+
+The tenants trade with each other: each is registered as the others' partner (approval `auto`,
+so orders flow without a person), buyers map the sellers' SKUs to their own items, and every
+seller sends each partner a few sales orders, which arrive there as purchase orders. The
+broker runs with one user per tenant (broker/permissions.py); streams and consumers are
+declared with its admin user before the sidecars start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -26,15 +38,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
+from nats.errors import Error as NatsError
 
 from yggdrasil import db
+from yggdrasil.devstack.nats import EmbeddedNats
 from yggdrasil.devstack.postgres import EmbeddedPostgres
 from yggdrasil.devstack.ports import free_port
-from yggdrasil.devstack.seed import SeedError, seed_tenant
+from yggdrasil.devstack.seed import SeedError, seed_tenant, seed_trade_orders, traded_items
 from yggdrasil.devstack.supervisor import (
     EmbeddedSpec,
     ProcessSpec,
@@ -43,6 +57,11 @@ from yggdrasil.devstack.supervisor import (
     StartupFailed,
     Supervisor,
 )
+from yggdrasil.devstack.view import ActivityMonitor, ChangeLogger, ProcessState, StackActivity, render_activity
+from yggdrasil.federation.keys import SigningKeyError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("ygg.demo")
 
@@ -70,6 +89,14 @@ class DemoTenant:
     @property
     def log_name(self) -> str:
         return f"tenant-{self.id}.log"
+
+    @property
+    def sidecar_name(self) -> str:
+        return f"sidecar:{self.id}"
+
+    @property
+    def sidecar_log_name(self) -> str:
+        return f"sidecar-{self.id}.log"
 
 
 DEFAULT_TENANTS = (DemoTenant("acme", "ACME Seller"), DemoTenant("bravo", "BRAVO Buyer"))
@@ -181,9 +208,16 @@ class DemoStack:
         self.state_file = state_dir / STATE_FILE
         self.state = _read_json(self.state_file)
         self.state.setdefault("tenants", {})
+        self.state.setdefault("broker", {})
+        self.keys = state_dir / "keys"
+        self.public_keys: dict[str, str] = {}
         self.guard = SignalGuard()
         self.postgres: EmbeddedPostgres | None = None
+        self.broker: EmbeddedNats | None = None
         self.supervisor: Supervisor | None = None
+        # Pids and restart counts as of the supervisor's last change, for the activity view's
+        # thread (which must not poll the children itself).
+        self.process_states: dict[str, ProcessState] = {}
         self.ports: dict[str, int] = {}
         self.claimed_ports: set[int] = set()
         self.tokens: dict[str, str] = {}
@@ -205,6 +239,19 @@ class DemoStack:
     def tenant_url(self, tenant: DemoTenant) -> str:
         return f"http://{HOST}:{self.ports[tenant.id]}"
 
+    def key_path(self, tenant: DemoTenant) -> Path:
+        return self.keys / f"{tenant.id}.key"
+
+    def broker_password(self, tenant: DemoTenant) -> str:
+        return self._tenant_state(tenant)["broker_password"]
+
+    @property
+    def broker_admin_password(self) -> str:
+        return self.state["broker"]["admin_password"]
+
+    def partners_of(self, tenant: DemoTenant) -> list[DemoTenant]:
+        return [t for t in self.tenants if t.id != tenant.id]
+
     # -- steps --------------------------------------------------------------------------------------
 
     def start_postgres(self) -> None:
@@ -221,7 +268,7 @@ class DemoStack:
         self.supervisor = Supervisor(
             [EmbeddedSpec("postgres", self.postgres, log_file=self.postgres.data_dir / "server.log",
                           stage=0, stop_signal=signal.SIGINT, stop_timeout=20.0)],
-            guard=self.guard, on_change=lambda _: self.write_stack_file(),
+            guard=self.guard, on_change=lambda _: self._changed(),
         )
         log.info("starting PostgreSQL on %s:%s (data in %s)", HOST, self.postgres.port, data_dir)
         self.supervisor.start_all()
@@ -241,7 +288,8 @@ class DemoStack:
             if not exists:
                 db.create_database(admin_dsn, tenant.database)
                 state["seeded"] = False
-                state.pop("admin_token", None)
+                for stale in ("admin_token", "items_mapped_from", "trade_seeded_to"):
+                    state.pop(stale, None)
             applied = db.apply_migrations(self.tenant_dsn(tenant), TENANT_MIGRATIONS)
             if applied:
                 log.info("%s: applied migrations %s", tenant.id, ", ".join(f"{m.version:04d}" for m in applied))
@@ -273,20 +321,175 @@ class DemoStack:
                   "--host", HOST, "--port", str(port), "--dsn", dsn,
                   # The demo migrated already; a restart after a crash should be quick.
                   "--no-migrate"],
-            env={"YGG_TENANT_ID": tenant.id, "YGG_TENANT_NAME": tenant.name, "YGG_TENANT_DSN": dsn,
-                 "YGG_HOST": HOST, "YGG_PORT": str(port)},
+            env={**self.federation_env(tenant), "YGG_HOST": HOST, "YGG_PORT": str(port)},
             log_file=self.logs / tenant.log_name,
             health_url=f"{self.tenant_url(tenant)}/health",
             stage=20,
         )
 
+    def federation_env(self, tenant: DemoTenant) -> dict[str, str]:
+        """What the tenant server and the sidecar share: who the tenant is, its database, its
+        signing key and its broker credentials."""
+        assert self.broker is not None
+        return {"YGG_TENANT_ID": tenant.id, "YGG_TENANT_NAME": tenant.name, "YGG_TENANT_DSN": self.tenant_dsn(tenant),
+                "YGG_SIGNING_KEY_PATH": str(self.key_path(tenant)), "YGG_BROKER_URL": self.broker.url,
+                "YGG_BROKER_USER": tenant.id, "YGG_BROKER_PASSWORD": self.broker_password(tenant)}
+
+    def sidecar_spec(self, tenant: DemoTenant) -> ProcessSpec:
+        return ProcessSpec(
+            name=tenant.sidecar_name,
+            argv=[sys.executable, "-m", "yggdrasil", "sidecar", "run"],
+            env=self.federation_env(tenant),
+            log_file=self.logs / tenant.sidecar_log_name,
+            stage=30,
+            # The sidecar lets both loops finish their batch on SIGTERM (up to 10 s).
+            stop_timeout=15.0,
+        )
+
     def start_tenants(self) -> None:
+        """Tenant servers (stage 20), then one sidecar per tenant (stage 30)."""
         assert self.supervisor is not None
         for tenant in self.tenants:
             self.supervisor.add(self.tenant_spec(tenant))
-        # Later issues add their processes here, one spec each, e.g. stage 10 for the broker
-        # (EmbeddedSpec with EmbeddedNats), 30 for sidecars, 40 for the mesh server and portal.
+            self.supervisor.add(self.sidecar_spec(tenant))
+        # Later issues add their processes here, one spec each, e.g. stage 40 for the mesh
+        # server and portal.
         self.supervisor.start_all()
+
+    # -- federation -------------------------------------------------------------------------------
+
+    def prepare_federation(self) -> None:
+        """A signing key per tenant (kept in STATE_DIR/keys), broker passwords, and every tenant
+        registered in the others' partner registry with its public key."""
+        from yggdrasil.events.signing import encode_public_key, generate_keypair
+        from yggdrasil.federation.keys import load_signing_key, write_signing_key
+
+        for tenant in self.tenants:
+            path = self.key_path(tenant)
+            if not path.exists():
+                write_signing_key(path, generate_keypair()[0])
+                log.info("%s: generated signing key %s", tenant.id, path)
+            self.public_keys[tenant.id] = encode_public_key(load_signing_key(path).public_key())
+            self._tenant_state(tenant).setdefault("broker_password", secrets.token_urlsafe(24))
+        self.state["broker"].setdefault("admin_password", secrets.token_urlsafe(24))
+        self._save_state()
+        asyncio.run(self._register_partners())
+
+    async def _register_partners(self) -> None:
+        from yggdrasil.federation.partners import add_partner
+
+        for tenant in self.tenants:
+            async with await psycopg.AsyncConnection.connect(self.tenant_dsn(tenant), autocommit=True) as conn:
+                cur = await conn.execute("SELECT tenant_id, public_key FROM b2b_partners")
+                registered = dict(await cur.fetchall())
+                for partner in self.partners_of(tenant):
+                    # A partner already registered with this key keeps its policy and status:
+                    # someone may have switched it to `approve` since the last run.
+                    if registered.get(partner.id) == self.public_keys[partner.id]:
+                        continue
+                    await add_partner(conn, tenant_id=partner.id, public_key=self.public_keys[partner.id],
+                                      name=partner.name, approval_policy="auto")
+                    log.info("%s: registered %s as a partner (approval auto)", tenant.id, partner.id)
+
+    def start_broker(self) -> None:
+        """nats-server with one user per tenant (stage 10), and the declared streams and
+        consumers, created with the admin user before any sidecar connects."""
+        from yggdrasil.broker.permissions import render_auth_config
+
+        assert self.supervisor is not None
+        state = self.state["broker"]
+        state["port"] = _reuse_port(state.get("port"), self.claimed_ports)
+        state["monitor_port"] = _reuse_port(state.get("monitor_port"), self.claimed_ports)
+        self._save_state()
+        auth = render_auth_config({t.id: self.broker_password(t) for t in self.tenants},
+                                  admin_password=self.broker_admin_password)
+        self.broker = EmbeddedNats(self.state_dir / "broker", port=state["port"], host=HOST,
+                                   monitor_port=state["monitor_port"], auth_config=auth, die_with_parent=True)
+        self.supervisor.add(EmbeddedSpec("broker", self.broker, log_file=self.broker.log_path, stage=10,
+                                         stop_timeout=15.0))
+        log.info("starting nats-server on %s (store in %s)", self.broker.url, self.broker.store_dir)
+        self.supervisor.start_all()
+        asyncio.run(self._declare_streams())
+
+    async def _declare_streams(self, timeout: float = 15.0) -> None:
+        import nats
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeoutError
+        from nats.js.errors import ServiceUnavailableError
+
+        from yggdrasil.broker.permissions import ADMIN_USER
+        from yggdrasil.broker.streams import declared_consumers, ensure_consumers, ensure_streams
+
+        assert self.broker is not None
+        nc = await nats.connect(self.broker.url, user=ADMIN_USER, password=self.broker_admin_password,
+                                allow_reconnect=False, connect_timeout=5, max_reconnect_attempts=1)
+        try:
+            js = nc.jetstream()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    await ensure_streams(js)
+                    break
+                except (NoRespondersError, ServiceUnavailableError, NatsTimeoutError):
+                    # The server listens before JetStream has recovered its store (a large
+                    # store after a crash takes a moment): ask again until it answers.
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            await ensure_consumers(js, declared_consumers([t.id for t in self.tenants]))
+        finally:
+            await nc.close()
+
+    def seed_trade(self) -> None:
+        """Buyers map the sellers' SKUs to their items; then every seller sends each partner a
+        few sales orders through its API (each change an outbox event). Once per pair."""
+        asyncio.run(self._map_partner_items())
+        for seller in self.tenants:
+            state = self._tenant_state(seller)
+            done = set(state.get("trade_seeded_to", []))
+            for buyer in self.partners_of(seller):
+                if buyer.id in done:
+                    continue
+                skus = [sold for sold, _ in traded_items(buyer.id, seller.id)]
+                try:
+                    with httpx.Client(base_url=self.tenant_url(seller), timeout=30.0,
+                                      headers={"Authorization": f"Bearer {self.tokens[seller.id]}"}) as http:
+                        count = seed_trade_orders(http, buyer.id, skus)
+                except SeedError as exc:
+                    # E.g. a tenant seeded by an older demo, without today's catalogue: the stack
+                    # runs all the same, without this sample trade.
+                    log.warning("%s: no sample orders for %s: %s", seller.id, buyer.id, exc)
+                    continue
+                log.info("%s: sent %d sample sales orders to %s", seller.id, count, buyer.id)
+                done.add(buyer.id)
+                state["trade_seeded_to"] = sorted(done)
+                self._save_state()
+
+    async def _map_partner_items(self) -> None:
+        from yggdrasil.federation.partners import map_partner_item
+
+        for buyer in self.tenants:
+            state = self._tenant_state(buyer)
+            done = set(state.get("items_mapped_from", []))
+            pending = [seller for seller in self.partners_of(buyer) if seller.id not in done]
+            if not pending:
+                continue
+            async with await psycopg.AsyncConnection.connect(self.tenant_dsn(buyer), autocommit=True) as conn:
+                for seller in pending:
+                    pairs = traded_items(buyer.id, seller.id)
+                    try:
+                        for partner_sku, item_sku in pairs:
+                            await map_partner_item(conn, tenant_id=seller.id, partner_sku=partner_sku,
+                                                   item_sku=item_sku)
+                    except LookupError as exc:
+                        log.warning("%s: cannot map %s's SKUs (%s); its orders will wait for approval",
+                                    buyer.id, seller.id, exc)
+                        continue
+                    log.info("%s: mapped %s's SKUs %s", buyer.id, seller.id,
+                             ", ".join(f"{a} -> {b}" for a, b in pairs))
+                    done.add(seller.id)
+            state["items_mapped_from"] = sorted(done)
+            self._save_state()
 
     def seed(self) -> None:
         for tenant in self.tenants:
@@ -321,18 +524,36 @@ class DemoStack:
             "state_dir": str(self.state_dir),
             "postgres": {"dsn": self.postgres.dsn(), "pid": pids.get("postgres"), "host": HOST,
                          "port": self.postgres.port, "data_dir": str(self.postgres.data_dir)},
-            "broker": None,
+            "broker": self.broker_document(pids.get("broker")),
             "mesh": None,
             "portal": None,
             "tenants": [
                 {"id": t.id, "name": t.name, "url": self.tenant_url(t), "dsn": self.tenant_dsn(t),
                  "admin_token": self.tokens[t.id], "database": t.database,
-                 "log": str(self.logs / t.log_name)}
+                 "log": str(self.logs / t.log_name), "sidecar_log": str(self.logs / t.sidecar_log_name),
+                 "signing_key_path": str(self.key_path(t)), "public_key": self.public_keys.get(t.id),
+                 "broker_user": t.id, "broker_password": self.broker_password(t)}
                 for t in self.tenants
             ],
             "processes": processes,
             "restarts": {c.name: c.restarts for c in self.supervisor.children},
         }
+
+    def broker_document(self, pid: int | None) -> dict[str, Any] | None:
+        from yggdrasil.broker.permissions import ADMIN_USER
+
+        if self.broker is None:
+            return None
+        return {"url": self.broker.url, "pid": pid, "store_dir": str(self.broker.store_dir),
+                "monitor_url": f"http://{HOST}:{self.broker.monitor_port}", "log": str(self.broker.log_path),
+                "admin_user": ADMIN_USER, "admin_password": self.broker_admin_password}
+
+    def _changed(self) -> None:
+        """After every start, restart and death of a child."""
+        assert self.supervisor is not None
+        pids = self.supervisor.pids()
+        self.process_states = {c.name: ProcessState(pids.get(c.name), c.restarts) for c in self.supervisor.children}
+        self.write_stack_file()
 
     def write_stack_file(self) -> None:
         if self.published:
@@ -341,6 +562,38 @@ class DemoStack:
     def publish(self) -> None:
         self.published = True
         self.write_stack_file()
+
+    def supervise(self, console: Console, view: bool) -> None:
+        """Keep the stack running until a signal, showing the tenants' federation activity: a
+        live table on a terminal, else (or with view=False) a log line whenever it changes."""
+        assert self.supervisor is not None
+        targets = [(t.id, self.tenant_dsn(t)) for t in self.tenants]
+
+        def processes() -> dict[str, ProcessState]:
+            return self.process_states
+
+        if view and console.is_terminal:
+            from rich.live import Live
+
+            with Live(console=console, refresh_per_second=4) as live:
+                def show(activity: StackActivity) -> None:
+                    live.update(render_activity(activity, height=console.height))
+
+                monitor = ActivityMonitor(targets, show, processes)
+                monitor.start()
+                try:
+                    self.supervisor.run()
+                finally:
+                    monitor.stop()
+            return
+        if view:
+            log.info("output is not a terminal: activity is logged instead of shown live")
+        monitor = ActivityMonitor(targets, ChangeLogger(), processes)
+        monitor.start()
+        try:
+            self.supervisor.run()
+        finally:
+            monitor.stop()
 
     def stop(self) -> None:
         """Stop every process, then remove stack.json (it would describe processes that are
@@ -354,48 +607,63 @@ class DemoStack:
 
 # -- output -------------------------------------------------------------------------------------
 
-def _configure_logging(logs: Path) -> None:
+def _configure_logging(logs: Path, console: Console) -> None:
     from rich.logging import RichHandler
 
-    console = RichHandler(show_path=False, log_time_format="%H:%M:%S")
-    console.setLevel(logging.INFO)
+    # The same console as the live view, so that log lines appear above the table.
+    handler = RichHandler(console=console, show_path=False, log_time_format="%H:%M:%S")
+    handler.setLevel(logging.INFO)
     file = logging.FileHandler(logs / "demo.log")
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [console, file]
+    root.handlers[:] = [handler, file]
     root.setLevel(logging.INFO)
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "nats"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _print_summary(stack: DemoStack) -> None:
-    from rich.console import Console
-
-    # soft_wrap: tokens and URLs stay on one line, so they can be copied.
-    console = Console(soft_wrap=True, highlight=False)
+def _print_summary(stack: DemoStack, console: Console) -> None:
     document = stack.stack_document()
-    console.print()
-    console.print("[bold]Yggdrasil demo stack is running[/bold]")
+
+    def say(text: str = "") -> None:
+        # soft_wrap: tokens and URLs stay on one line, so they can be copied.
+        console.print(text, soft_wrap=True, highlight=False)
+    say()
+    say("[bold]Yggdrasil demo stack is running[/bold]")
     for tenant in document["tenants"]:
         pid = document["processes"].get(f"tenant:{tenant['id']}")
-        console.print(f"  [bold]{tenant['id']}[/bold] ({tenant['name']})  {tenant['url']}  "
-                      f"API docs {tenant['url']}/docs  pid {pid}")
-        console.print(f"      admin token  {tenant['admin_token']}")
-    console.print(f"  PostgreSQL  {document['postgres']['dsn']}  pid {document['postgres']['pid']}")
-    console.print(f"  stack.json  {stack.stack_file}")
-    console.print(f"  logs        {stack.logs}/")
+        sidecar = document["processes"].get(f"sidecar:{tenant['id']}")
+        say(f"  [bold]{tenant['id']}[/bold] ({tenant['name']})  {tenant['url']}  "
+            f"API docs {tenant['url']}/docs  pid {pid}  sidecar pid {sidecar}")
+        say(f"      admin token  {tenant['admin_token']}")
+    say(f"  PostgreSQL  {document['postgres']['dsn']}  pid {document['postgres']['pid']}")
+    broker = document["broker"]
+    say(f"  broker      {broker['url']}  pid {broker['pid']}  monitoring {broker['monitor_url']}")
+    say(f"  stack.json  {stack.stack_file}")
+    say(f"  logs        {stack.logs}/")
     first = document["tenants"][0]
-    console.print(f"  try         curl -H 'Authorization: Bearer {first['admin_token']}' "
-                  f"{first['url']}/api/v1/sales-orders")
-    console.print("Ctrl-C stops everything.", style="bold")
-    console.print()
+    say(f"  try         curl -H 'Authorization: Bearer {first['admin_token']}' "
+        f"{first['url']}/api/v1/sales-orders")
+    if len(document["tenants"]) > 1:
+        second = document["tenants"][1]
+        say(f"  partners    approve automatically. To make {second['id']} wait for a person before "
+            f"{first['id']}'s orders create records:")
+        say(f"              ygg partner add --tenant {first['id']} --name '{first['name']}' "
+            f"--public-key {first['public_key']} --approval approve --dsn '{second['dsn']}'")
+    say(f"  broker      YGG_BROKER_URL={broker['url']} YGG_BROKER_ADMIN_PASSWORD={broker['admin_password']} "
+        "ygg broker check")
+    say("[bold]Ctrl-C stops everything.[/bold]")
+    say()
 
 
 # -- entry point --------------------------------------------------------------------------------
 
-def run_demo(state_dir: Path, tenants: int | Sequence[DemoTenant] = 2, seed: bool = True) -> int:
+def run_demo(state_dir: Path, tenants: int | Sequence[DemoTenant] = 2, seed: bool = True, view: bool = True) -> int:
     """Run the demo stack until SIGINT/SIGTERM/SIGHUP; return the exit code (0 on a clean stop,
-    1 if the stack could not start). Nothing it started is left running when it returns."""
+    1 if the stack could not start). Nothing it started is left running when it returns.
+    `view`: a live table of the tenants' federation activity on a terminal (else log lines)."""
+    from rich.console import Console
+
     state_dir = Path(state_dir).absolute()
     chosen = demo_tenants(tenants) if isinstance(tenants, int) else tuple(tenants)
     for tenant in chosen:
@@ -403,7 +671,11 @@ def run_demo(state_dir: Path, tenants: int | Sequence[DemoTenant] = 2, seed: boo
             raise ValueError(f"invalid tenant id {tenant.id!r}")
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").mkdir(exist_ok=True)
-    _configure_logging(state_dir / "logs")
+    console = Console()
+    if not console.is_terminal:
+        # A log file or CI output: keep each line whole instead of wrapping it at 80 columns.
+        console = Console(width=200)
+    _configure_logging(state_dir / "logs", console)
 
     stack = DemoStack(state_dir, chosen)
     stack.guard.install()
@@ -411,18 +683,21 @@ def run_demo(state_dir: Path, tenants: int | Sequence[DemoTenant] = 2, seed: boo
     try:
         stack.start_postgres()
         stack.prepare_tenant_databases()
+        stack.prepare_federation()
+        stack.start_broker()
         stack.start_tenants()
         if seed:
             stack.seed()
+            stack.seed_trade()
         else:
             stack.mark_seeded()
         stack.publish()
-        _print_summary(stack)
-        assert stack.supervisor is not None
-        stack.supervisor.run()
+        _print_summary(stack, console)
+        stack.supervise(console, view)
     except Shutdown as stop:
         log.info("received %s; stopping everything", stop)
-    except (StartupFailed, SeedError, psycopg.Error, db.MigrationError, httpx.HTTPError, OSError) as exc:
+    except (StartupFailed, SeedError, psycopg.Error, db.MigrationError, httpx.HTTPError, OSError, NatsError,
+            SigningKeyError) as exc:
         log.error("the demo stack could not start: %s", exc)
         code = 1
     finally:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from yggdrasil.devstack.ports import free_port, wait_for_port
+from yggdrasil.devstack.supervisor import die_with_parent as die_with_parent_fn
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class EmbeddedNats:
         monitor_port: int | None = None,
         auth_config: str | None = None,
         max_payload: int = 1024 * 1024,
+        die_with_parent: bool = False,
     ):
         self.store_dir = Path(store_dir).absolute()
         self.host = host
@@ -55,6 +57,8 @@ class EmbeddedNats:
         self.monitor_port = monitor_port
         self.auth_config = auth_config
         self.max_payload = max_payload
+        # The dev stack's broker goes down with a SIGKILLed `ygg demo`, as its other children do.
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,6 +112,7 @@ class EmbeddedNats:
             self.process = subprocess.Popen(
                 [str(nats_server_binary()), "-c", str(self.config_path)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent_fn if self.die_with_parent else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

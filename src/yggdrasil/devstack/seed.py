@@ -58,6 +58,11 @@ CATALOGUES: dict[str, Catalogue] = {
             # Kept below its reorder point, so the report has something to show.
             ItemSeed("ACME-HOLE", "Portable hole", "499.00", "5.00", reorder_point="12",
                      stock=(("MAIN", "7"),)),
+            # Bought from BRAVO: its SKUs map to these (TRADED_ITEMS).
+            ItemSeed("ACME-HELMET", "Safety helmet (bought from BRAVO)", "55.00", "39.00", reorder_point="4",
+                     stock=(("MAIN", "8"),)),
+            ItemSeed("ACME-ROPE", "Climbing rope, 30 m (bought from BRAVO)", "99.00", "74.00", "roll",
+                     reorder_point="3", stock=(("EAST", "5"),)),
         ),
         customers=(("WILE-E", "Wile E. Coyote Ltd"), ("ROADRUNNER", "Roadrunner Logistics")),
         suppliers=(("DESERT-FORGE", "Desert Forge Ironworks"), ("CANYON-CHEM", "Canyon Chemicals")),
@@ -78,6 +83,28 @@ CATALOGUES: dict[str, Catalogue] = {
         suppliers=(("HELMET-WORKS", "Helmet Works GmbH"), ("ROPE-CO", "Rope & Co")),
     ),
 }
+
+
+# What each demo tenant buys from another: (buyer, seller) -> (the seller's SKU, the buyer's SKU).
+# The buyer records these in its partner item cross-reference (`ygg partner map-item`), so the
+# seller's order lines apply without waiting for a person. Pairs not listed map the seller's
+# first two items to the buyer's first two.
+TRADED_ITEMS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("bravo", "acme"): (("ACME-ANVIL", "BRV-ANVIL"), ("ACME-SKATES", "BRV-SKATES")),
+    ("acme", "bravo"): (("BRV-HELMET", "ACME-HELMET"), ("BRV-ROPE", "ACME-ROPE")),
+}
+
+
+def catalogue_of(tenant_id: str) -> Catalogue:
+    return CATALOGUES.get(tenant_id) or generic_catalogue(tenant_id)
+
+
+def traded_items(buyer: str, seller: str) -> tuple[tuple[str, str], ...]:
+    """(seller's SKU, buyer's SKU) for everything `buyer` buys from `seller` in the demo."""
+    if (buyer, seller) in TRADED_ITEMS:
+        return TRADED_ITEMS[(buyer, seller)]
+    pairs = zip(catalogue_of(seller).items[:2], catalogue_of(buyer).items[:2], strict=False)
+    return tuple((sold.sku, bought.sku) for sold, bought in pairs)
 
 
 def generic_catalogue(tenant_id: str) -> Catalogue:
@@ -105,7 +132,7 @@ def _ok(response: httpx.Response, what: str) -> dict[str, Any]:
 def seed_tenant(http: httpx.Client, tenant_id: str, partners: Sequence[tuple[str, str]]) -> dict[str, int]:
     """Create the sample data of `tenant_id` through its API (`http` carries base URL and admin
     token). `partners` are the other demo tenants as (id, name). Returns counts by kind."""
-    catalogue = CATALOGUES.get(tenant_id) or generic_catalogue(tenant_id)
+    catalogue = catalogue_of(tenant_id)
     counts = {"warehouses": 0, "items": 0, "customers": 0, "suppliers": 0, "sales_orders": 0, "purchase_orders": 0}
 
     warehouses: dict[str, int] = {}
@@ -177,3 +204,33 @@ def _cost(items: list[tuple[int, ItemSeed]], item_id: int) -> str:
         if candidate == item_id:
             return str(Decimal(seed.cost))
     raise KeyError(item_id)
+
+
+# Sample trade between two demo tenants: one order left as a draft, one confirmed, one shipped,
+# so the buyer's purchase orders show each of the seller's states.
+TRADE_ORDER_STEPS: tuple[tuple[str, ...], ...] = ((), ("confirm",), ("confirm", "ship"))
+
+
+def seed_trade_orders(http: httpx.Client, buyer: str, skus: Sequence[str]) -> int:
+    """Sales orders from the seller (`http`) to its customer linked to tenant `buyer`, for the
+    items `skus`, through the API: each change becomes an outbox event for the buyer. Returns
+    how many orders were created."""
+    customers = _ok(http.get("/api/v1/customers", params={"limit": 500}), "customers")["items"]
+    customer = next((c for c in customers if c.get("partner_tenant_id") == buyer and c.get("active", True)), None)
+    if customer is None:
+        raise SeedError(f"no customer is linked to partner tenant {buyer!r}")
+    items = {i["sku"]: i for i in _ok(http.get("/api/v1/items", params={"limit": 500}), "items")["items"]}
+    missing = [sku for sku in skus if sku not in items]
+    if missing:
+        raise SeedError(f"no item with SKU {', '.join(missing)}")
+    warehouse = _ok(http.get("/api/v1/warehouses", params={"limit": 1}), "warehouses")["items"][0]
+    for n, steps in enumerate(TRADE_ORDER_STEPS):
+        order = _ok(http.post("/api/v1/sales-orders", json={
+            "customer_id": customer["id"], "warehouse_id": warehouse["id"], "currency": "EUR",
+            "reference": f"demo trade with {buyer}",
+            "lines": [{"item_id": items[sku]["id"], "quantity": str(1 + n + i), "unit_price": items[sku]["list_price"]}
+                      for i, sku in enumerate(skus)],
+        }), f"sales order to {buyer}")
+        for step in steps:
+            _ok(http.post(f"/api/v1/sales-orders/{order['id']}/{step}"), f"{step} sales order {order['id']}")
+    return len(TRADE_ORDER_STEPS)

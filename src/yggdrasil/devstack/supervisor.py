@@ -141,8 +141,9 @@ class Launchable(Protocol):
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_setup() -> None:
-    # Runs in the forked child before exec: die with the supervisor, even a SIGKILLed one.
+def die_with_parent() -> None:
+    """`preexec_fn` for a child that must not outlive its parent (the supervisor), even a
+    SIGKILLed one. Runs in the forked child before exec."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -181,7 +182,7 @@ class ProcessSpec:
             return subprocess.Popen(
                 list(self.argv), env={**os.environ, **self.env}, cwd=self.cwd,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_child_setup,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
 
     def is_ready(self) -> bool:
