@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # How long an inbound event may wait for a missing predecessor before the source is asked
     # to replay the gap from its outbox (and again after as long, while it stays open).
     resync_after_seconds: float = Field(30.0, gt=0)
+    # How long a published order event may go without the destination's receipt before it is
+    # sent again (an event lost by the broker or expired past its retention with nothing later
+    # held behind it). Each re-send of an event doubles its wait, up to the cap.
+    receipt_timeout_seconds: float = Field(60.0, gt=0)
+    receipt_resend_max_interval_seconds: float = Field(600.0, gt=0)
 
     # -- broker operator (`ygg broker check|ensure`; the dev stack) -------------------------
     # The unrestricted broker user that declares streams and consumers (tenants cannot).

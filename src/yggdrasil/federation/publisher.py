@@ -12,6 +12,19 @@ broker is unreachable the rows wait, the publisher backs off, and they flow on r
 
 A row a destination asked for again (`replay_requested_at`, see resync.py) is claimed like a
 pending one and republished under `<event id>:replay:<n>`, keeping its status.
+
+Receipts close the loop. Every order event expects one (`b2b.receipt`, see receipts.py); when
+it is published, its `receipt_due_at` is set `receipt_timeout` ahead. An event still
+`published` after that was lost on the way (by the broker, or expired past its retention
+before the destination read it), or its receipt was, or the destination has not got to it yet
+(offline, or behind). Which one, the other receipts tell: a destination reads a stream in
+order, so if it answered a later event of the stream, it read past this one; if this is the
+newest unanswered event, nothing tells, and it is sent to find out. Those are marked for
+replay like requested ones and sent again, and their next wait is twice as long (`resends`),
+up to a cap; the rest wait for what the destination answers. The destination's inbox
+(source + event id) turns a copy it already had into a duplicate, which it answers with what it
+recorded, so the row gets acknowledged. This is what finds the loss no gap reveals: an
+order's last event, with nothing later held behind it at the destination.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,10 +59,17 @@ CLAIM_PENDING = """
 """
 # Only `pending` becomes `published`: a receipt may already have marked the row acknowledged
 # (a previous run published it and died before marking it), and a replayed row keeps its status.
+# A row still waiting for its receipt (order events: module `b2b` carries receipts and resync
+# requests, which are never answered) is due again after the timeout, doubled per re-send.
 MARK_PUBLISHED = """
     UPDATE b2b_events
        SET status = CASE WHEN status = 'pending' THEN 'published' ELSE status END,
            published_at = CASE WHEN status = 'pending' THEN now() ELSE published_at END,
+           receipt_due_at = CASE WHEN status IN ('pending', 'published') AND module <> 'b2b'
+                                 THEN now() + make_interval(secs => least(
+                                          %(receipt_timeout)s::float8 * power(2, least(resends, 40)),
+                                          %(resend_cap)s::float8))
+                            END,
            attempts = attempts + 1, last_error = NULL, replay_requested_at = NULL
      WHERE id = ANY(%(ids)s)
 """
@@ -56,6 +77,44 @@ MARK_FAILED = """
     UPDATE b2b_events SET attempts = attempts + 1, last_error = %(error)s WHERE id = ANY(%(ids)s)
 """
 COUNT_PENDING = "SELECT count(*) FROM b2b_events WHERE status = 'pending'"
+
+# Unanswered past their due time, and either read past (the destination answered a later event
+# of the same stream: this one, or its receipt, was lost) or the newest unanswered event of its
+# destination and stream (nothing later tells whether the destination reads at all, so this one
+# probes: its answer shows the others read past, if they were lost too). A destination that is
+# merely offline or behind so gets one copy per stream and backoff interval, not one per event.
+# Marked for replay, as a destination's resync request would mark them, so that the claim above
+# republishes them under a new message id. SKIP LOCKED: a row being published right now is due
+# again once it is marked published.
+MARK_UNANSWERED = """
+    WITH frontier AS (
+        SELECT w.dest_tenant, w.module, max(w.id) AS newest_waiting,
+               (SELECT max(a.id) FROM b2b_events a
+                 WHERE a.dest_tenant = w.dest_tenant AND a.module = w.module
+                   AND a.status IN ('acknowledged', 'rejected')) AS newest_answered
+          FROM b2b_events w
+         WHERE w.status = 'published' AND w.receipt_due_at IS NOT NULL
+         GROUP BY w.dest_tenant, w.module
+    ), due AS (
+        SELECT e.id FROM b2b_events e JOIN frontier f USING (dest_tenant, module)
+         WHERE e.status = 'published' AND e.receipt_due_at <= now() AND e.replay_requested_at IS NULL
+           AND (e.id = f.newest_waiting OR e.id < f.newest_answered)
+         ORDER BY e.receipt_due_at
+         LIMIT %(limit)s
+           FOR UPDATE OF e SKIP LOCKED
+    ), marked AS (
+        UPDATE b2b_events e
+           SET replay_requested_at = now(), replays = e.replays + 1, resends = e.resends + 1
+          FROM due WHERE e.id = due.id
+        RETURNING e.dest_tenant
+    )
+    SELECT dest_tenant, count(*) FROM marked GROUP BY dest_tenant ORDER BY dest_tenant
+"""
+# Both counts use the partial index on unanswered rows.
+COUNT_AWAITING_RECEIPT = """
+    SELECT count(*), count(*) FILTER (WHERE receipt_due_at <= now())
+      FROM b2b_events WHERE status = 'published' AND receipt_due_at IS NOT NULL
+"""
 
 
 @dataclass(frozen=True)
@@ -66,9 +125,12 @@ class PublishRound:
 
 
 async def publish_pending(conn: psycopg.AsyncConnection, js: JetStreamContext, *, limit: int,
-                          ack_timeout: float = 5.0) -> PublishRound:
+                          ack_timeout: float = 5.0, receipt_timeout: float = 60.0,
+                          resend_cap: float = 600.0) -> PublishRound:
     """Claim up to `limit` pending events, publish them, mark them; one transaction, which
-    holds the row locks while publishing (keep `limit` small for that reason).
+    holds the row locks while publishing (keep `limit` small for that reason). An order event
+    is due a receipt `receipt_timeout` seconds after, times two per earlier re-send, at most
+    `resend_cap`.
 
     Publishes are pipelined (sent back to back, acks awaited together): one broker round
     trip per batch, not per event. Events the broker did not acknowledge stay pending, with
@@ -103,15 +165,38 @@ async def publish_pending(conn: psycopg.AsyncConnection, js: JetStreamContext, *
                     error = _describe(exc) if exc else f"no acknowledgement within {ack_timeout}s"
         failed += [row[0] for row in rows[len(acks):]]
         if published:
-            await conn.execute(MARK_PUBLISHED, {"ids": published})
+            await conn.execute(MARK_PUBLISHED, {"ids": published, "receipt_timeout": receipt_timeout,
+                                                "resend_cap": resend_cap})
         if failed:
             await conn.execute(MARK_FAILED, {"ids": failed, "error": error})
     return PublishRound(len(rows), len(published), error)
 
 
 def message_id(event_id: object, replays: int) -> str:
-    """The broker's de-duplication key: the event id, or a new one per requested replay."""
+    """The broker's de-duplication key: the event id, or a new one per replay (requested by
+    the destination, or after a receipt timeout), since the broker drops a copy of an id it
+    saw within its de-duplication window."""
     return str(event_id) if replays == 0 else f"{event_id}:replay:{replays}"
+
+
+@dataclass(frozen=True)
+class ResendRound:
+    resent: dict[str, int]          # destination -> events marked to be sent again
+    awaiting_receipt: int
+    overdue: int                    # still past due (more than `limit` were)
+
+
+async def resend_unanswered(conn: psycopg.AsyncConnection, *, limit: int = 1000) -> ResendRound:
+    """Mark up to `limit` published events whose receipt is overdue to be sent again (the
+    publisher's next claim republishes them under a new message id), in one transaction.
+    Raises psycopg errors if the database fails."""
+    async with conn.transaction():
+        cur = await conn.execute(MARK_UNANSWERED, {"limit": limit})
+        resent = {dest: count for dest, count in await cur.fetchall()}
+        cur = await conn.execute(COUNT_AWAITING_RECEIPT)
+        row = await cur.fetchone()
+    awaiting, overdue = row if row else (0, 0)
+    return ResendRound(resent, awaiting, overdue)
 
 
 def _describe(exc: BaseException) -> str:
@@ -125,7 +210,12 @@ async def count_pending(conn: psycopg.AsyncConnection) -> int:
 
 
 class Publisher:
-    """The publishing loop. `wake` is set by `listen_for_outbox` on NOTIFY."""
+    """The publishing loop. `wake` is set by `listen_for_outbox` on NOTIFY.
+
+    Beside publishing, it looks for events whose receipt is overdue every half receipt timeout
+    (at most every 30 s), and only once `receipts_caught_up()` says our own consumer of
+    receipts has drained its backlog since we connected: after an outage of ours, the receipts
+    wait in the stream, and reading them first spares the destination a copy of every event."""
 
     def __init__(
         self,
@@ -137,6 +227,9 @@ class Publisher:
         backoff: Backoff | None = None,
         ack_timeout: float = 5.0,
         wake: asyncio.Event | None = None,
+        receipt_timeout: float = 60.0,
+        resend_cap: float = 600.0,
+        receipts_caught_up: Callable[[], bool] | None = None,
     ):
         self.pool = pool
         self.status = status or PublisherStatus()
@@ -145,22 +238,34 @@ class Publisher:
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.ack_timeout = ack_timeout
         self.wake = wake or asyncio.Event()
+        self.receipt_timeout = receipt_timeout
+        self.resend_cap = max(resend_cap, receipt_timeout)
+        self.receipts_caught_up = receipts_caught_up or (lambda: True)
+        self.receipt_check_interval = max(0.1, min(receipt_timeout / 2, 30.0))
 
     async def run(self, js: JetStreamContext, stop: asyncio.Event | None = None) -> None:
         """Publish until `stop` is set (checked between batches) or cancelled."""
         stop = stop or asyncio.Event()
+        clock = asyncio.get_running_loop().time
+        next_receipt_check = clock() + self.receipt_check_interval
         while not stop.is_set():
             # Cleared before claiming: a NOTIFY for a commit after our claim's snapshot sets
             # it again, so that event is not left waiting for the next poll.
             self.wake.clear()
+            resent = 0
             try:
                 async with self.pool.connection() as conn:
-                    round_ = await publish_pending(conn, js, limit=self.batch_size, ack_timeout=self.ack_timeout)
+                    round_ = await publish_pending(conn, js, limit=self.batch_size, ack_timeout=self.ack_timeout,
+                                                   receipt_timeout=self.receipt_timeout,
+                                                   resend_cap=self.resend_cap)
                     if round_.published:
                         self.status.published_total += round_.published
                         self.status.last_published_at = datetime.now(UTC)
                     if round_.error is None and round_.claimed < self.batch_size:
                         self.status.pending = await count_pending(conn)
+                        if clock() >= next_receipt_check and self.receipts_caught_up():
+                            next_receipt_check = clock() + self.receipt_check_interval
+                            resent = await self._resend_unanswered(conn)
             except TRANSIENT_ERRORS as exc:
                 self.status.move("database_unavailable", _describe(exc))
                 await _sleep_unless(stop, self.backoff.next_delay())
@@ -171,12 +276,25 @@ class Publisher:
                 await _sleep_unless(stop, self.backoff.next_delay())
                 continue
             self.backoff.reset()
-            if round_.claimed == self.batch_size:
+            if round_.claimed == self.batch_size or resent:
                 self.status.move("running")
-                continue  # there may be more
+                continue  # there may be more, or events to send again
             self.status.move("idle")
-            await _wait_unless(stop, self.wake, self.poll_seconds)
+            await _wait_unless(stop, self.wake, min(self.poll_seconds, self.receipt_check_interval))
         self.status.move("stopped")
+
+    async def _resend_unanswered(self, conn: psycopg.AsyncConnection) -> int:
+        round_ = await resend_unanswered(conn, limit=max(self.batch_size, 1000))
+        self.status.awaiting_receipt, self.status.receipt_overdue = round_.awaiting_receipt, round_.overdue
+        total = sum(round_.resent.values())
+        if total:
+            self.status.resent_total += total
+            self.status.last_resent_at = datetime.now(UTC)
+            for destination, count in round_.resent.items():
+                log.warning("%s events to %s unanswered after their receipt timeout: sending them again",
+                            count, destination, extra={"loop": self.status.name, "destination": destination,
+                                                       "resent": count})
+        return total
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

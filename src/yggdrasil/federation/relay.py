@@ -13,10 +13,12 @@ schema); its source, module and destination are the subject's; its signature ver
 partner's key. The subject is trusted because the broker's permissions let a tenant publish
 only with itself as source; the signature is checked anyway, in case one got through.
 
-Then, in the message's savepoint: the inbox row (source + event id; a duplicate stops here),
-the sequence check (an older or equal number is a duplicate, a number ahead of the next is held
-durably), the effect, the new sequence number, the receipt to the source, and any held events
-that are now next, each in its own savepoint.
+Then, in the message's savepoint: the inbox row (source + event id; a duplicate stops here,
+and a copy of an order event is answered again with what we recorded, since the source may be
+sending it again because our first receipt never reached it: see publisher.py, receipt
+timeout), the sequence check (an older or equal number is a duplicate, a number ahead of the
+next is held durably), the effect, the new sequence number, the receipt to the source, and
+any held events that are now next, each in its own savepoint.
 """
 
 from __future__ import annotations
@@ -181,6 +183,31 @@ _TAKE_HELD = """
     RETURNING h.sequence, h.event_id, h.subject, h.raw, h.sequence <= s.last_sequence AS passed
 """
 
+# What we recorded for an event we have seen before, to answer its copy with: the inbox
+# outcome, the decision if a person decided on it, the refusal if we refused it; and whether a
+# receipt for it is still waiting in our outbox (then that one answers the copy too).
+_RECORDED = """
+    SELECT i.outcome,
+           CASE WHEN i.outcome = 'awaiting_approval' THEN
+               (SELECT a.state FROM b2b_approvals a
+                 WHERE a.source_tenant = i.source_tenant AND a.event_id = i.event_id AND a.state <> 'pending'
+                 ORDER BY a.id DESC LIMIT 1)
+           END AS decision,
+           CASE WHEN i.outcome IN ('rejected', 'awaiting_approval') THEN coalesce(
+               (SELECT a.reason FROM b2b_approvals a
+                 WHERE a.source_tenant = i.source_tenant AND a.event_id = i.event_id AND a.state = 'rejected'
+                 ORDER BY a.id DESC LIMIT 1),
+               (SELECT q.reason || ': ' || q.detail FROM b2b_quarantine q
+                 WHERE q.source_tenant = i.source_tenant AND q.event_id = i.event_id
+                 ORDER BY q.id DESC LIMIT 1))
+           END AS reason,
+           EXISTS (SELECT 1 FROM b2b_events r
+                    WHERE r.aggregate_type = 'b2b_event' AND r.aggregate_id = i.event_id::text
+                      AND r.dest_tenant = i.source_tenant AND r.status = 'pending') AS receipt_pending
+      FROM b2b_inbox i
+     WHERE i.source_tenant = %(source)s AND i.event_id = %(event_id)s
+"""
+
 _QUARANTINE = """
     INSERT INTO b2b_quarantine (source_tenant, event_id, subject, raw, reason, detail)
     VALUES (%(source)s, %(event_id)s, %(subject)s, %(raw)s, %(reason)s, %(detail)s)
@@ -234,7 +261,11 @@ async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelo
     key = _aggregate_key(envelope)
     cur = await conn.execute(_INSERT_INBOX, {**key, **_inbox_fields(envelope), "outcome": "applied"})
     if await cur.fetchone() is None:
-        return Disposition("ack", "duplicate")  # this very event was recorded before
+        # This very event was recorded before: a producer retry, a redelivery, or the source
+        # sending it again because our receipt did not reach it.
+        if envelope.module != "b2b":  # receipts and resync requests are never answered
+            await _answer_again(conn, ctx, envelope)
+        return Disposition("ack", "duplicate")
 
     if envelope.type == "b2b.receipt":
         outcome = await apply_receipt(conn, envelope)
@@ -289,6 +320,26 @@ async def _record_refusal(conn: psycopg.AsyncConnection, message: InboundMessage
         await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
         await _drain_held(conn, key, partners, ctx)
     return Disposition("ack", "rejected", refusal.reason)
+
+
+async def _answer_again(conn: psycopg.AsyncConnection, ctx: RelayContext, envelope: Envelope) -> None:
+    """Answer a copy of an event we recorded with what we recorded (applied, held, awaiting
+    approval or the decision since, rejected with its reason), not with `duplicate`: the
+    source keeps the newest receipt, and should go on seeing what became of its event."""
+    cur = await conn.execute(_RECORDED, {"source": envelope.source, "event_id": envelope.event_id})
+    row = await cur.fetchone()
+    if row is None:
+        return
+    outcome, decision, reason, receipt_pending = row
+    if receipt_pending:
+        return  # our answer has not even left yet; it answers this copy as well
+    if decision is not None:
+        outcome = "accepted" if decision == "approved" else "rejected"
+    if outcome == "rejected":
+        reason = reason or "rejected when first received"
+    else:
+        reason = None
+    await _receipt(conn, ctx, envelope, outcome, reason)
 
 
 async def _drain_held(conn: psycopg.AsyncConnection, key: dict[str, str], partners: dict[str, Partner],
@@ -417,6 +468,7 @@ class Relay:
 
     async def run(self, js: JetStreamContext, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        self.status.caught_up.clear()  # a new connection: whatever waits in the streams is unread
         subscriptions = []
         for module in self.modules:
             spec = consumer_spec(self.ctx.tenant_id, module)
@@ -424,8 +476,8 @@ class Relay:
                                                          stream=spec.stream, config=spec.config))
         self.status.move("running")
         async with asyncio.TaskGroup() as group:
-            for subscription in subscriptions:
-                group.create_task(self._consume(subscription, stop))
+            for module, subscription in zip(self.modules, subscriptions, strict=True):
+                group.create_task(self._consume(module, subscription, stop))
             group.create_task(self._watch_gaps(stop))
 
     async def _watch_gaps(self, stop: asyncio.Event) -> None:
@@ -443,15 +495,18 @@ class Relay:
             except TRANSIENT_ERRORS as error:
                 log.debug("gap check skipped: %s", _first_line(error))  # the consumers report outages
 
-    async def _consume(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+    async def _consume(self, module: str, subscription: JetStreamContext.PullSubscription,
+                       stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 # Idle. nats-py raises its own TimeoutError, or asyncio's when the deadline
                 # runs out between its two pull requests.
+                self.status.caught_up.add(module)
                 continue
-            await self.handle(messages)
+            if await self.handle(messages) is not None and len(messages) < self.batch_size:
+                self.status.caught_up.add(module)  # the backlog is drained
 
     async def handle(self, messages: Sequence[Msg]) -> list[Disposition] | None:
         """Apply one fetched batch and answer the broker for each message; None if the

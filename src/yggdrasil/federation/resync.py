@@ -8,8 +8,9 @@ source marks the order's events from that number for replay, and its publisher r
 from the outbox (under new message ids, which the broker does not de-duplicate away). The
 destination's inbox drops what it already had; the missing events apply and drain the held ones.
 
-A gap with nothing held behind it (the order's last event lost) is not visible here: the state
-hash comparison and reconciliation find it.
+A gap with nothing held behind it (the order's last event lost) is not visible here: the
+source finds it instead, because that event's receipt never comes (publisher.py, receipt
+timeout), and sends it again from its outbox.
 
 The request's envelope aggregate is `b2b_resync` / `<aggregate type>:<aggregate id>`: its own
 counter, so a request never uses up a number of one of our own orders' sequences, and the

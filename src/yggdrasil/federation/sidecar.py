@@ -63,6 +63,10 @@ def bootstrap(settings: Settings, *, signing_key: Ed25519PrivateKey | None = Non
         pool, status=status.publisher, batch_size=settings.outbox_batch_size,
         poll_seconds=settings.outbox_poll_seconds,
         backoff=Backoff(settings.publisher_backoff_initial_seconds, settings.publisher_backoff_max_seconds),
+        receipt_timeout=settings.receipt_timeout_seconds,
+        resend_cap=settings.receipt_resend_max_interval_seconds,
+        # Receipts arrive on the b2b stream: none is overdue while it still has a backlog for us.
+        receipts_caught_up=lambda: "b2b" in status.relay.caught_up,
     )
     relay = Relay(
         pool, RelayContext(settings.tenant_id, key, settings.max_event_bytes), status=status.relay,

@@ -38,6 +38,14 @@ class PublisherStatus(LoopStatus):
     pending: int | None = None
     published_total: int = 0
     last_published_at: datetime | None = None
+    # Published order events still waiting for the destination's receipt, and how many of
+    # those are past their receipt timeout (sent again, or waiting for the destination to
+    # read up to them: see publisher.py). Updated at each receipt check.
+    awaiting_receipt: int | None = None
+    receipt_overdue: int | None = None
+    # Events sent again because no receipt came within the timeout, since the sidecar started.
+    resent_total: int = 0
+    last_resent_at: datetime | None = None
 
 
 @dataclass
@@ -45,6 +53,9 @@ class RelayStatus(LoopStatus):
     name: str = "relay"
     # applied, duplicate, held, awaiting_approval, rejected, quarantined
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Modules whose consumer has drained its backlog since the broker connection began: until
+    # `b2b` has, receipts may still wait in the stream, and none is overdue yet.
+    caught_up: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -55,4 +66,5 @@ class SidecarStatus:
 
     def snapshot(self) -> dict[str, Any]:
         return {"broker": asdict(self.broker), "publisher": asdict(self.publisher),
-                "relay": {**asdict(self.relay), "outcomes": dict(self.relay.outcomes)}}
+                "relay": {**asdict(self.relay), "outcomes": dict(self.relay.outcomes),
+                          "caught_up": sorted(self.relay.caught_up)}}

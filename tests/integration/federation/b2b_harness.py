@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import nats
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import NotFoundError
 
 from yggdrasil import db
+from yggdrasil.broker.streams import consumer_spec, ensure_consumers
+from yggdrasil.broker.subjects import MODULES
 from yggdrasil.events.canonical import state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import encode_public_key
+from yggdrasil.federation.keys import write_signing_key
 from yggdrasil.federation.relay import Disposition, InboundMessage, RelayContext, apply_inbound_batch
 from yggdrasil.federation.sidecar import run_sidecar
 from yggdrasil.federation.status import SidecarStatus
@@ -41,12 +51,13 @@ class Tenant:
         return encode_public_key(self.key.public_key())
 
     def settings(self) -> Settings:
-        return Settings(
-            tenant_id=self.id, tenant_dsn=self.dsn, broker_url=self.broker_url, broker_ensure_streams=True,
-            log_json=False, outbox_poll_seconds=0.5, relay_fetch_timeout_seconds=0.2,
-            publisher_backoff_initial_seconds=0.1, publisher_backoff_max_seconds=0.5,
-            broker_reconnect_initial_seconds=0.1, broker_reconnect_max_seconds=0.5, **self.extra_settings,
-        )
+        return Settings(**{
+            "tenant_id": self.id, "tenant_dsn": self.dsn, "broker_url": self.broker_url,
+            "broker_ensure_streams": True, "log_json": False, "outbox_poll_seconds": 0.5,
+            "relay_fetch_timeout_seconds": 0.2, "publisher_backoff_initial_seconds": 0.1,
+            "publisher_backoff_max_seconds": 0.5, "broker_reconnect_initial_seconds": 0.1,
+            "broker_reconnect_max_seconds": 0.5, **self.extra_settings,
+        })
 
     def fetch(self, query: str, params: Any = None) -> list[tuple]:
         with psycopg.connect(self.dsn) as conn:
@@ -147,3 +158,109 @@ async def deliver(tenant: Tenant, *messages: InboundMessage) -> list[Disposition
     async with await psycopg.AsyncConnection.connect(tenant.dsn) as conn:
         async with conn.transaction():
             return await apply_inbound_batch(conn, list(messages), RelayContext(tenant.id, tenant.key))
+
+
+def outbox_statuses(seller: Tenant) -> list[tuple[str, str | None]]:
+    """(status, receipt outcome) of the seller's order events, in outbox order."""
+    return seller.fetch(
+        "SELECT status, receipt_outcome FROM b2b_events WHERE event_type LIKE 'sales.%%' ORDER BY id"
+    )
+
+
+@contextlib.asynccontextmanager
+async def broker_admin(url: str, **credentials: str) -> AsyncIterator[NatsClient]:
+    """A connection with the broker operator's rights (no credentials: an open broker)."""
+    nc = await nats.connect(url, **credentials)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def publish_raw(url: str, subject: str, data: bytes, msg_id: str, **credentials: str) -> bool:
+    """Publish as a misbehaving or retrying producer would; returns whether the broker stored
+    it as new."""
+    async with broker_admin(url, **credentials) as nc:
+        ack = await nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        return not ack.duplicate
+
+
+async def consumer_drained(url: str, tenant: str, module: str = "sales", **credentials: str) -> bool:
+    """Every message the tenant's consumer was given has been acked or terminated."""
+    spec = consumer_spec(tenant, module)
+    async with broker_admin(url, **credentials) as nc:
+        try:
+            info = await nc.jetstream().consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            return False  # the sidecar has not created it yet
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0
+
+
+async def create_consumers(url: str, tenant: str, *, ack_wait: float) -> None:
+    """Declare `tenant`'s durable consumers before its sidecar does, with a short `ack_wait`,
+    so that a message delivered to a sidecar that died is redelivered in seconds, not after
+    the declared 30 s (the sidecar binds to an existing consumer as it is)."""
+    async with broker_admin(url) as nc:
+        await ensure_consumers(nc.jetstream(), [consumer_spec(tenant, m, ack_wait=ack_wait) for m in MODULES])
+
+
+@dataclass
+class SidecarProcess:
+    """A real `ygg sidecar run`, configured through the environment as an operator would."""
+
+    tenant: Tenant
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    log_offset: int = 0  # where the current run's log begins
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"sidecar-{self.tenant.id}.log"
+
+    def has_logged(self, text: str) -> bool:
+        """Whether the current run has logged `text` (a run is ready once it logged
+        '"broker: connected"'; a signal before its handlers are installed kills it outright)."""
+        if not self.log_path.exists():
+            return False
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            return text.encode() in log.read()
+
+    def start(self) -> None:
+        key_path = self.log_dir / f"{self.tenant.id}.key"
+        if not key_path.exists():
+            write_signing_key(key_path, self.tenant.key)
+        env = {**os.environ, "YGG_TENANT_ID": self.tenant.id, "YGG_TENANT_DSN": self.tenant.dsn,
+               "YGG_BROKER_URL": self.tenant.broker_url, "YGG_SIGNING_KEY_PATH": str(key_path),
+               "YGG_LOG_JSON": "true", "YGG_OUTBOX_POLL_SECONDS": "0.5",
+               "YGG_BROKER_RECONNECT_INITIAL_SECONDS": "0.1", "YGG_BROKER_RECONNECT_MAX_SECONDS": "0.5",
+               **self.env}
+        with open(self.log_path, "ab") as log:
+            self.log_offset = log.tell()
+            self.process = subprocess.Popen([str(Path(sys.executable).parent / "ygg"), "sidecar", "run"],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no batch is finished, nothing closed."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not stop in time. Returns the exit code."""
+        if not self.process:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None

@@ -8,48 +8,27 @@ import json
 
 import nats
 import pytest
-from nats.js.errors import NotFoundError
 
-from yggdrasil.broker.streams import consumer_spec
 from yggdrasil.devstack.nats import EmbeddedNats
 from yggdrasil.events.canonical import state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import generate_keypair, sign_envelope
 
-from .b2b_harness import BUYER, SELLER, Tenant, eventually, order_lifecycle, purchase_orders, running_sidecar, sell
+from .b2b_harness import (
+    BUYER,
+    SELLER,
+    Tenant,
+    consumer_drained,
+    eventually,
+    order_lifecycle,
+    outbox_statuses,
+    publish_raw,
+    purchase_orders,
+    running_sidecar,
+    sell,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def outbox_statuses(seller: Tenant) -> list[tuple[str, str | None]]:
-    return seller.fetch(
-        "SELECT status, receipt_outcome FROM b2b_events WHERE event_type LIKE 'sales.%%' ORDER BY id"
-    )
-
-
-async def publish_raw(broker: EmbeddedNats, subject: str, data: bytes, msg_id: str) -> bool:
-    """Publish as a misbehaving or retrying producer would; returns whether the broker stored
-    it as new."""
-    nc = await nats.connect(broker.url)
-    try:
-        ack = await nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-        return not ack.duplicate
-    finally:
-        await nc.close()
-
-
-async def consumer_drained(broker: EmbeddedNats, tenant: str, module: str = "sales") -> bool:
-    """Every message the tenant's consumer was given has been acked or terminated."""
-    spec = consumer_spec(tenant, module)
-    nc = await nats.connect(broker.url)
-    try:
-        info = await nc.jetstream().consumer_info(spec.stream, spec.durable)
-    except NotFoundError:
-        return False  # the sidecar has not created it yet
-    else:
-        return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0
-    finally:
-        await nc.close()
 
 
 def outbox_row(seller: Tenant, envelope: Envelope) -> tuple[str, bytes]:
@@ -80,11 +59,11 @@ async def test_the_same_event_published_twice_creates_one_purchase_order(
     event_id = json.loads(raw)["event_id"]
     # A producer retry within the de-duplication window is dropped by the broker; one after it
     # (a different message id stands in for an expired window) is stored again.
-    assert await publish_raw(broker, subject, raw, event_id) is True
-    assert await publish_raw(broker, subject, raw, event_id) is False
-    assert await publish_raw(broker, subject, raw, f"{event_id}-after-the-window") is True
+    assert await publish_raw(broker.url, subject, raw, event_id) is True
+    assert await publish_raw(broker.url, subject, raw, event_id) is False
+    assert await publish_raw(broker.url, subject, raw, f"{event_id}-after-the-window") is True
     async with running_sidecar(buyer) as status:
-        await eventually(lambda: consumer_drained(broker, BUYER), what="both copies consumed")
+        await eventually(lambda: consumer_drained(broker.url, BUYER), what="both copies consumed")
     assert len(purchase_orders(buyer)) == 1
     assert status.relay.outcomes == {"applied": 1, "duplicate": 1}
     assert buyer.fetch("SELECT outcome FROM b2b_inbox") == [("applied",)]
@@ -97,10 +76,10 @@ async def test_confirmed_and_shipped_delivered_before_created_leave_the_order_sh
     created, confirmed, shipped = [outbox_row(seller, e) for e in await order_lifecycle(seller, "SO-2003")]
     async with running_sidecar(buyer):
         for subject, raw in (shipped, confirmed):
-            await publish_raw(broker, subject, raw, json.loads(raw)["event_id"])
+            await publish_raw(broker.url, subject, raw, json.loads(raw)["event_id"])
         await eventually(lambda: buyer.scalar("SELECT count(*) FROM b2b_held_events") == 2, what="two held events")
         assert purchase_orders(buyer) == []
-        await publish_raw(broker, created[0], created[1], json.loads(created[1])["event_id"])
+        await publish_raw(broker.url, created[0], created[1], json.loads(created[1])["event_id"])
         await eventually(lambda: [po[2] for po in purchase_orders(buyer)] == ["shipped"], what="the order shipped")
     assert [(po[1], po[2]) for po in purchase_orders(buyer)] == [("confirmed", "shipped")]
     audit = buyer.fetch(
@@ -123,13 +102,13 @@ async def test_forged_unknown_and_malformed_events_are_quarantined_and_the_relay
                                            state_hash=state_hash(payload)), generate_keypair()[0])
     stranger = sign_envelope(forged.model_copy(update={"source": "charlie-unknown"}), generate_keypair()[0])
     own_subject = f"ygg.events.sales.{BUYER}.{SELLER}"
-    await publish_raw(broker, own_subject, forged.encode(), "forged")
-    await publish_raw(broker, f"ygg.events.sales.{BUYER}.charlie-unknown", stranger.encode(), "stranger")
-    await publish_raw(broker, own_subject, b"{this is not json", "malformed")
+    await publish_raw(broker.url, own_subject, forged.encode(), "forged")
+    await publish_raw(broker.url, f"ygg.events.sales.{BUYER}.charlie-unknown", stranger.encode(), "stranger")
+    await publish_raw(broker.url, own_subject, b"{this is not json", "malformed")
     async with running_sidecar(seller), running_sidecar(buyer):
         await sell(seller, "SO-2004")
         await eventually(lambda: purchase_orders(buyer), what="the valid event applied")
-        await eventually(lambda: consumer_drained(broker, BUYER), what="every message answered")
+        await eventually(lambda: consumer_drained(broker.url, BUYER), what="every message answered")
     assert buyer.fetch("SELECT source_tenant, reason FROM b2b_quarantine ORDER BY id") == [
         (SELLER, "signature.invalid"), ("charlie-unknown", "partner.unknown"), (SELLER, "envelope.malformed"),
     ]
