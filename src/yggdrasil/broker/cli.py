@@ -22,7 +22,6 @@ from yggdrasil.settings import Settings
 
 if TYPE_CHECKING:  # nats is imported when a command runs, not when `ygg` starts
     from nats.aio.client import Client as NatsClient
-    from nats.js.api import StreamConfig
     from nats.js.client import JetStreamContext
 
     from yggdrasil.broker.streams import Drift
@@ -40,17 +39,6 @@ REQUEST_TIMEOUT = 5.0
 
 class BrokerUnreachable(Exception):
     """No connection, refused credentials, or no JetStream answering; the message says which."""
-
-
-def declared_streams_for(settings: Settings) -> list[StreamConfig]:
-    """The stream declaration as this deployment configures it."""
-    from yggdrasil.broker.streams import declared_streams
-
-    return declared_streams(
-        max_age=settings.broker_stream_max_age_seconds,
-        duplicate_window=settings.broker_duplicate_window_seconds,
-        replicas=settings.broker_stream_replicas,
-    )
 
 
 async def connect_admin(settings: Settings, *, timeout: float = 2.0) -> NatsClient:
@@ -122,7 +110,7 @@ async def find_drift(
     from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js.errors import ServiceUnavailableError
 
-    from yggdrasil.broker.streams import check_streams, declared_consumers
+    from yggdrasil.broker.streams import check_streams, declared_consumers, declared_streams_for
 
     try:
         found, foreign = await _survey(js)
@@ -159,7 +147,7 @@ def _matches(settings: Settings, tenants: Sequence[str]) -> str:
 async def _ensure(settings: Settings, tenants: Sequence[str]) -> int:
     from nats.js.errors import APIError
 
-    from yggdrasil.broker.streams import declared_consumers, ensure_consumers, ensure_streams
+    from yggdrasil.broker.streams import declared_consumers, declared_streams_for, ensure_consumers, ensure_streams
 
     nc = await connect_admin(settings)
     try:

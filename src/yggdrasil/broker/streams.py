@@ -23,6 +23,8 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from yggdrasil.settings import Settings
+
 from yggdrasil.broker.subjects import (
     MODULES,
     TENANT_ID_PATTERN,
@@ -100,6 +102,16 @@ def declared_streams(
         stream_config(module, max_age=max_age, duplicate_window=duplicate_window, replicas=replicas)
         for module in MODULES
     ]
+
+
+def declared_streams_for(settings: Settings) -> list[StreamConfig]:
+    """The stream declaration as this deployment configures it. Everything that creates or
+    checks streams uses it, so a configured retention is never reset to the default."""
+    return declared_streams(
+        max_age=settings.broker_stream_max_age_seconds,
+        duplicate_window=settings.broker_duplicate_window_seconds,
+        replicas=settings.broker_stream_replicas,
+    )
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil.broker.permissions import inbox_prefix
-from yggdrasil.broker.streams import ensure_streams
+from yggdrasil.broker.streams import declared_streams_for, ensure_streams
 from yggdrasil.federation.backoff import Backoff
 from yggdrasil.federation.keys import load_signing_key
 from yggdrasil.federation.publisher import Publisher, count_pending, listen_for_outbox
@@ -161,7 +161,7 @@ async def _session(sidecar: Sidecar, nc: NatsClient, stop: asyncio.Event, lost: 
     status = sidecar.status
     try:
         if sidecar.settings.broker_ensure_streams:
-            await ensure_streams(js)
+            await ensure_streams(js, declared_streams_for(sidecar.settings))
     except Exception as exc:
         status.broker.move("unreachable", f"cannot declare streams: {type(exc).__name__}: {exc}")
         return
