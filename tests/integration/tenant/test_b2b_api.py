@@ -444,7 +444,8 @@ async def test_health_shows_the_outbox_backlog_and_stays_ok_while_events_wait(ap
     health = (await api.http.get("/health")).json()
     assert health["status"] == "ok"
     assert health["federation"] == {"outbox_pending": 0, "outbox_oldest_pending_seconds": None, "outbox_failing": 0,
-                                    "outbox_stalled": False, "quarantined": 0, "approvals_waiting": 0}
+                                    "outbox_stalled": False, "quarantined": 0, "approvals_waiting": 0,
+                                    "awaiting_receipt": 0, "receipt_overdue": 0}
     await sell(api, shop)
     await sell(api, shop)
     with psycopg.connect(api.dsn) as conn:
@@ -464,3 +465,11 @@ async def test_health_shows_the_outbox_backlog_and_stays_ok_while_events_wait(ap
     assert "ygg_b2b_approvals_waiting 0.0" in metrics
     oldest = next(line for line in metrics.splitlines() if line.startswith("ygg_outbox_oldest_pending_seconds "))
     assert float(oldest.split()[1]) >= 300
+
+    with psycopg.connect(api.dsn) as conn:
+        # One published and answered by nobody for too long: the sidecar is re-sending it.
+        conn.execute("UPDATE b2b_events SET status = 'published', published_at = now(), "
+                     "receipt_due_at = now() - interval '1 minute' WHERE id = (SELECT min(id) FROM b2b_events)")
+    federation = (await api.http.get("/health")).json()["federation"]
+    assert (federation["outbox_pending"], federation["awaiting_receipt"], federation["receipt_overdue"]) == (1, 1, 1)
+    assert "ygg_outbox_receipt_overdue_events 1.0" in (await api.http.get("/metrics")).text

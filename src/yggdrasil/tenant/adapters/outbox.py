@@ -94,6 +94,8 @@ class OutboxSummary:
     last_error: str | None
     quarantined: int                # inbound messages refused, all time
     awaiting_approval: int
+    awaiting_receipt: int           # published, the partner has not answered yet
+    receipt_overdue: int            # ... past the receipt timeout: re-sent by the sidecar
 
 
 _SUMMARY = """
@@ -103,14 +105,17 @@ _SUMMARY = """
            (SELECT last_error FROM b2b_events WHERE status = 'pending' AND last_error IS NOT NULL
              ORDER BY id DESC LIMIT 1),
            (SELECT count(*) FROM b2b_quarantine),
-           (SELECT count(*) FROM b2b_approvals WHERE state = 'pending')
+           (SELECT count(*) FROM b2b_approvals WHERE state = 'pending'),
+           (SELECT count(*) FROM b2b_events WHERE status = 'published' AND receipt_due_at IS NOT NULL),
+           (SELECT count(*) FROM b2b_events
+             WHERE status = 'published' AND receipt_due_at IS NOT NULL AND receipt_due_at < now())
       FROM b2b_events e WHERE e.status = 'pending'
 """
 
 
 async def outbox_summary(conn: psycopg.AsyncConnection) -> OutboxSummary:
-    """One query; uses the partial index on pending rows, so it stays cheap however long the
-    outbox history grows."""
+    """One query; it reads only the partial indexes on pending rows and on rows awaiting a
+    receipt, so it stays cheap however long the outbox history grows."""
     cur = await conn.execute(_SUMMARY)
     row = await cur.fetchone()
     assert row is not None

@@ -79,6 +79,8 @@ def _federation_health(summary: OutboxSummary) -> dict[str, object]:
         "outbox_stalled": oldest is not None and oldest > OUTBOX_STALLED_SECONDS,
         "quarantined": summary.quarantined,
         "approvals_waiting": summary.awaiting_approval,
+        "awaiting_receipt": summary.awaiting_receipt,
+        "receipt_overdue": summary.receipt_overdue,
     }
 
 

@@ -42,6 +42,12 @@ class TenantMetrics:
             registry=self.registry)
         self.b2b_approvals_waiting = Gauge(
             "ygg_b2b_approvals_waiting", "Inbound documents waiting for a person's decision", registry=self.registry)
+        self.outbox_awaiting_receipt = Gauge(
+            "ygg_outbox_awaiting_receipt_events", "Published events the partner has not answered yet",
+            registry=self.registry)
+        self.outbox_receipt_overdue = Gauge(
+            "ygg_outbox_receipt_overdue_events", "Published events past the receipt timeout (being re-sent)",
+            registry=self.registry)
 
     def set_outbox(self, summary) -> None:  # noqa: ANN001 - adapters.outbox.OutboxSummary
         self.outbox_pending.set(summary.pending)
@@ -49,6 +55,8 @@ class TenantMetrics:
         self.outbox_failing.set(summary.failed_attempts)
         self.b2b_quarantined.set(summary.quarantined)
         self.b2b_approvals_waiting.set(summary.awaiting_approval)
+        self.outbox_awaiting_receipt.set(summary.awaiting_receipt)
+        self.outbox_receipt_overdue.set(summary.receipt_overdue)
 
     def watch_pool(self, pool) -> None:  # noqa: ANN001 - psycopg_pool.AsyncConnectionPool
         self.registry.register(_PoolCollector(pool))
