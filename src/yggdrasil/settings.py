@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(100, ge=1, le=10_000)
     relay_fetch_timeout_seconds: float = Field(1.0, gt=0)
     max_event_bytes: int = Field(256 * 1024, ge=1024)
+    # The outbox is the system of record for what was sent, so it is kept forever by default;
+    # with a number, answered events (acknowledged or rejected) older than that are deleted.
+    # Pending and published events are never deleted.
+    outbox_retention_days: float | None = Field(None, gt=0)
     # How long an inbound event may wait for a missing predecessor before the source is asked
     # to replay the gap from its outbox (and again after as long, while it stays open).
     resync_after_seconds: float = Field(30.0, gt=0)

@@ -33,6 +33,7 @@ from yggdrasil.federation.publisher import Publisher, count_pending, listen_for_
 from yggdrasil.federation.relay import Relay, RelayContext
 from yggdrasil.federation.status import SidecarStatus
 from yggdrasil.settings import Settings
+from yggdrasil.tenant.adapters.outbox import prune_answered_events
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,18 @@ async def run_sidecar(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
                 installed.append(sig)
-    listener = asyncio.create_task(listen_for_outbox(settings.tenant_dsn, sidecar.publisher.wake))
+    background = [asyncio.create_task(listen_for_outbox(settings.tenant_dsn, sidecar.publisher.wake))]
     try:
         async with sidecar.pool:
+            if settings.outbox_retention_days is not None:
+                background.append(asyncio.create_task(_prune_outbox_forever(sidecar, stop)))
             await _supervise(sidecar, stop)
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for sig in installed:
             loop.remove_signal_handler(sig)
         sidecar.status.broker.move("stopped")
@@ -199,6 +204,23 @@ async def _refresh_pending(sidecar: Sidecar) -> None:
     with contextlib.suppress(Exception):
         async with sidecar.pool.connection(timeout=1.0) as conn:
             sidecar.status.publisher.pending = await count_pending(conn)
+
+
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+async def _prune_outbox_forever(sidecar: Sidecar, stop: asyncio.Event) -> None:
+    """Apply the outbox retention once an hour (the first time at start)."""
+    days = sidecar.settings.outbox_retention_days
+    while not stop.is_set():
+        try:
+            async with sidecar.pool.connection() as conn:
+                removed = await prune_answered_events(conn, days)
+            if removed:
+                log.info("outbox retention: deleted answered events", extra={"removed": removed, "older_than_days": days})
+        except Exception as exc:  # the database may be down; retention can wait an hour
+            log.warning("outbox retention could not run", extra={"error": str(exc)})
+        await _sleep_unless(stop, PRUNE_INTERVAL_SECONDS)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

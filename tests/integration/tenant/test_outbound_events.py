@@ -104,3 +104,26 @@ async def test_purchase_order_from_a_seller_reports_only_its_receipt_back(tenant
         ("purchasing.order.received", 1),   # the seller's order: only the receipt goes back
         ("purchasing.order.created", 1),    # our own order to a partner supplier; confirm is internal
     ]
+
+
+async def test_outbox_retention_deletes_only_answered_events_older_than_the_retention(api):
+    from yggdrasil.tenant.adapters.outbox import prune_answered_events
+
+    warehouse, item, partner, _ = await seed_master_data(api)
+    for _ in range(2):
+        order = (await api.post("/api/v1/sales-orders", json={
+            "customer_id": partner["id"], "warehouse_id": warehouse["id"],
+            "lines": [{"item_id": item["id"], "quantity": "1"}]})).json()
+        await api.post(f"/api/v1/sales-orders/{order['id']}/confirm")
+    aged = [("acknowledged", "40 days"), ("rejected", "40 days"), ("published", "40 days"), ("acknowledged", "1 day")]
+    with psycopg.connect(api.dsn) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM b2b_events ORDER BY id").fetchall()]
+        for row_id, (status, age) in zip(ids, aged):
+            conn.execute("UPDATE b2b_events SET status = %s, created_at = now() - %s::interval WHERE id = %s",
+                         (status, age, row_id))
+        conn.commit()
+    async with await psycopg.AsyncConnection.connect(api.dsn, autocommit=True) as conn:
+        assert await prune_answered_events(conn, older_than_days=30, batch=1) == 2
+    with psycopg.connect(api.dsn) as conn:
+        kept = conn.execute("SELECT status FROM b2b_events ORDER BY id").fetchall()
+    assert [s for (s,) in kept] == ["published", "acknowledged"], "unanswered and recent events stay"

@@ -120,3 +120,24 @@ async def outbox_summary(conn: psycopg.AsyncConnection) -> OutboxSummary:
     row = await cur.fetchone()
     assert row is not None
     return OutboxSummary(*row)
+
+
+_PRUNE_ANSWERED = """
+    DELETE FROM b2b_events WHERE id IN (
+        SELECT id FROM b2b_events
+         WHERE status IN ('acknowledged', 'rejected') AND created_at < now() - make_interval(secs => %(age)s)
+         ORDER BY id LIMIT %(limit)s)
+"""
+
+
+async def prune_answered_events(conn: psycopg.AsyncConnection, older_than_days: float, batch: int = 1000) -> int:
+    """Delete answered events older than the retention, in batches of `batch` so no single
+    transaction grows large; returns how many. Events still pending or awaiting their receipt
+    are never touched: the outbox may only forget what the partner has answered."""
+    removed = 0
+    while True:
+        async with conn.transaction():
+            cur = await conn.execute(_PRUNE_ANSWERED, {"age": older_than_days * 86400, "limit": batch})
+        removed += cur.rowcount
+        if cur.rowcount < batch:
+            return removed
