@@ -33,15 +33,6 @@ TENANTS = {"acme": "acme-secret", "bravo": "bravo-secret"}
 YGG = str(Path(sys.executable).parent / "ygg")
 
 
-def broker_command() -> list[str]:
-    """`ygg broker`, or the group itself while the root cli does not register it yet."""
-    from yggdrasil.cli import app
-
-    if any(group.name == "broker" for group in app.registered_groups):
-        return [YGG, "broker"]
-    return [sys.executable, "-c", "from yggdrasil.broker.cli import broker_app; broker_app(prog_name='ygg broker')"]
-
-
 @dataclass
 class Result:
     code: int
@@ -52,7 +43,7 @@ class Result:
 async def ygg_broker(broker: EmbeddedNats, *args: str, **env: str) -> Result:
     environment = {**os.environ, "YGG_BROKER_URL": broker.url, "YGG_BROKER_ADMIN_PASSWORD": ADMIN_PASSWORD, **env}
     process = await asyncio.create_subprocess_exec(
-        *broker_command(), *args, env=environment,
+        YGG, "broker", *args, env=environment,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 30)
