@@ -77,8 +77,7 @@ from yggdrasil import db
 from yggdrasil.broker.streams import ensure_streams, stream_config
 from yggdrasil.devstack.nats import EmbeddedNats
 from yggdrasil.devstack.postgres import EmbeddedPostgres
-from yggdrasil.events.canonical import state_hash
-from yggdrasil.events.catalogue import ReceiptPayload
+from yggdrasil.events.catalogue import ReceiptPayload, payload_state_hash
 from yggdrasil.events.envelope import DEFAULT_MAX_BYTES, Envelope
 from yggdrasil.events.signing import encode_public_key, generate_keypair, sign_envelope
 from yggdrasil.federation.keys import write_signing_key
@@ -209,7 +208,7 @@ class Producer:
                      "quantity": f"{n + 1}.000", "unit_price": price} for n, price in enumerate(PRICES)]}
                 await enqueue_event(conn, signing_key=self.f.seller.key, source=SELLER, destination=BUYER,
                                     type="sales.order.created", aggregate_id=key, payload=payload,
-                                    state_hash=state_hash(payload))
+                                    state_hash=payload_state_hash(payload))
         return key, xid
 
     async def backlog(self, count: int, path: str = "service", connections: int = 4) -> tuple[list, float]:
@@ -464,9 +463,9 @@ def _statement_kind(sql: str) -> str:
                           ("lock inbound sequence (upsert)", "DO UPDATE SET last_sequence = b2b_inbound_sequences.last_sequence RETURNING"),
                           ("advance inbound sequence", "INTO b2b_inbound_sequences"),
                           ("insert purchase order + lines (one CTE)", "header AS"),
-                          ("lock our order (SELECT ... FOR UPDATE)", "FROM purchasing_orders o"),
+                          ("lock our order (SELECT ... FOR UPDATE)", "FOR UPDATE OF o"),
                           ("lookup approval/items/supplier/warehouse", "FROM b2b_approvals"),
-                          ("create supplier", "INTO suppliers"),
+                          ("create supplier", 'INTO "suppliers"'),
                           ("receipt: next outbox sequence", "b2b_order_sequences"),
                           ("receipt: insert outbox row", "INTO b2b_events"),
                           ("receipt applied: mark outbox row", "UPDATE b2b_events"),

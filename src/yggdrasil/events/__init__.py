@@ -4,7 +4,15 @@ Imports nothing else of ours, so that the tenant, the sidecar and ops can all de
 """
 
 from yggdrasil.events.canonical import canonical_json, state_hash
-from yggdrasil.events.catalogue import CATALOGUE, OrderLine, OrderPayload, ReceiptPayload, ResyncRequestPayload
+from yggdrasil.events.catalogue import (
+    CATALOGUE,
+    OrderLine,
+    OrderPayload,
+    ReceiptPayload,
+    ResyncRequestPayload,
+    order_state_hash,
+    payload_state_hash,
+)
 from yggdrasil.events.envelope import DEFAULT_MAX_BYTES, SCHEMA_VERSION, Envelope, envelope_json_schema
 from yggdrasil.events.errors import (
     EnvelopeMalformed,
@@ -23,5 +31,5 @@ __all__ = [
     "OrderLine", "OrderPayload", "PayloadInvalid", "PayloadTooLarge", "ReceiptPayload",
     "ResyncRequestPayload", "SignatureInvalid", "SignatureMissing", "UnknownEventType",
     "UnsupportedSchemaVersion", "canonical_json", "envelope_json_schema", "generate_keypair",
-    "key_id", "sign_envelope", "state_hash", "verify_envelope",
+    "key_id", "order_state_hash", "payload_state_hash", "sign_envelope", "state_hash", "verify_envelope",
 ]

@@ -2,7 +2,10 @@
 
 `sales.order.*` go seller to buyer and create and move the buyer's purchase order;
 `purchasing.order.*` go buyer to supplier: a purchase order sent to a supplier tenant becomes a
-sales order there, and receipt of the goods is reported back. `b2b.receipt` answers every event
+sales order there, and receipt of the goods is reported back. Either side may send events about
+an order the other raised (the seller confirms the sales order a buyer's purchase order became;
+the buyer reports receipt on the purchase order a seller's sales order became): those name the
+destination's own order in `counterpart_order_id`. `b2b.receipt` answers every event
 with what the receiver recorded; `b2b.resync.request` asks the source to replay an order's
 events from its outbox, when a gap in the sequence does not fill in time.
 """
@@ -10,6 +13,7 @@ events from its outbox, when a gap in the sequence does not fill in time.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -21,11 +25,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationError,
     WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 
+from yggdrasil.events.canonical import state_hash
 from yggdrasil.events.errors import PayloadInvalid, UnknownEventType, summarise_validation_error
 
 DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
@@ -69,6 +76,53 @@ class OrderPayload(Payload):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     lines: list[OrderLine]
     state: str = Field(pattern=r"^[a-z_]{1,40}$")
+    # Set when the order was created from the destination's own order (a sales order from the
+    # buyer's purchase order, a purchase order from the seller's sales order): that order's id
+    # at the destination, which applies the event to it instead of creating another.
+    counterpart_order_id: str | None = Field(None, min_length=1, max_length=100)
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_counterpart(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Absent rather than null: an order without a counterpart travels exactly as before
+        # the field existed.
+        data = handler(self)
+        if data.get("counterpart_order_id") is None:
+            data.pop("counterpart_order_id", None)
+        return data
+
+
+def order_state_hash(*, order_id: str, currency: str, state: str,
+                     lines: Iterable[tuple[int, str, Decimal, Decimal]]) -> str:
+    """The `state_hash` of an order event: what its source computes from its order, and its
+    destination from its own record of that order after applying the event, to find out
+    whether the two still agree.
+
+    It covers the source's order id and state, the currency, and the lines as
+    (line_no, SKU, quantity, unit_price) in line order, where the SKU is the one of the tenant
+    that raised the order: a line created from a partner's document is named by the partner's
+    SKU (kept with the line), a line of an order raised here by our own. Both sides can say
+    that without consulting an item map. Decimals are compared as quantities (3.000 = 3).
+    Not covered: line descriptions (free text the destination does not keep) and
+    `counterpart_order_id` (linkage, not state). See docs/federation/design.md, "Divergence".
+    """
+    return state_hash({
+        "order_id": order_id, "currency": currency, "state": state,
+        "lines": [{"line_no": line_no, "sku": sku, "quantity": quantity, "unit_price": unit_price}
+                  for line_no, sku, quantity, unit_price in sorted(lines, key=lambda line: line[0])],
+    })
+
+
+def payload_state_hash(payload: OrderPayload | dict[str, Any]) -> str:
+    """`order_state_hash` of an order raised by its source, as the payload describes it (its
+    lines' SKUs are then the raiser's). Raises PayloadInvalid for a dict that is no order."""
+    if not isinstance(payload, OrderPayload):
+        try:
+            payload = OrderPayload.model_validate(payload)
+        except ValidationError as error:
+            raise PayloadInvalid(f"order payload: {summarise_validation_error(error)}") from None
+    return order_state_hash(order_id=payload.order_id, currency=payload.currency, state=payload.state,
+                            lines=[(line.line_no, line.sku, line.quantity, line.unit_price)
+                                   for line in payload.lines])
 
 
 ReceiptOutcome = Literal["applied", "duplicate", "held", "awaiting_approval", "accepted", "rejected"]

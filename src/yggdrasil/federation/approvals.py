@@ -1,12 +1,13 @@
 """A person's decision on an inbound document waiting in `b2b_approvals`.
 
-Approving applies the order as it now stands (the approval row holds the seller's latest
-whole-order payload) and answers the seller `accepted`; rejecting answers `rejected` with the
+Approving applies the order as it now stands (the approval row holds the partner's latest
+whole-order payload: a seller's sales order, or a buyer's purchase order) and answers the
+partner `accepted`; rejecting answers `rejected` with the
 person's reason. Either way the decision, the order it creates and the receipt are written in
 one transaction, and the approval row's audit trail names who decided.
 
-A later event of a rejected order finds no purchase order and waits for a new decision, so
-a seller that changes a rejected order is heard again rather than silently ignored.
+A later event of a rejected order finds no order of ours and waits for a new decision, so a
+partner that changes a rejected order is heard again rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from psycopg.rows import dict_row
 
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.federation.errors import PartnerInactive, PartnerUnknown
-from yggdrasil.federation.orders import apply_sales_order_event
+from yggdrasil.federation.orders import apply_order_event
 from yggdrasil.federation.partners import load_partners
 from yggdrasil.federation.receipts import enqueue_receipt
 
@@ -39,7 +40,9 @@ class ApprovalAlreadyDecided(Exception):
 class ApprovalDecision:
     approval_id: int
     state: str                       # approved | rejected
-    purchase_order_id: int | None    # the order an approval created or moved
+    # The order an approval created or moved: a purchase order for a seller's document, a
+    # sales order for a buyer's.
+    order_id: int | None
 
 
 _LOCK = """
@@ -58,7 +61,7 @@ async def approve_inbound_document(
     conn: psycopg.AsyncConnection, approval_id: int, *, decided_by: str, tenant_id: str,
     signing_key: Ed25519PrivateKey, reason: str | None = None,
 ) -> ApprovalDecision:
-    """Create (or update) the purchase order from the waiting document and answer `accepted`.
+    """Create (or update) our order from the waiting document and answer `accepted`.
 
     Raises ApprovalNotFound, ApprovalAlreadyDecided, PartnerUnknown/PartnerInactive (the
     partner was removed or suspended since), or ApplyRefused if the document still cannot
@@ -71,22 +74,22 @@ async def approve_inbound_document(
         if not partner.active:
             raise PartnerInactive(f"{row['source_tenant']} is {partner.status}")
         envelope = _document(row, tenant_id)
-        result = await apply_sales_order_event(conn, envelope, partner, approved=True)
+        result = await apply_order_event(conn, envelope, partner, approved=True)
         await conn.execute(_DECIDE, {"id": approval_id, "state": "approved", "decided_by": decided_by,
                                      "reason": reason})
         await enqueue_receipt(conn, signing_key=signing_key, tenant_id=tenant_id, answering=envelope,
                               outcome="accepted", reason=reason)
-    return ApprovalDecision(approval_id, "approved", result.purchase_order_id)
+    return ApprovalDecision(approval_id, "approved", result.order_id)
 
 
 async def reject_inbound_document(
     conn: psycopg.AsyncConnection, approval_id: int, *, decided_by: str, reason: str, tenant_id: str,
     signing_key: Ed25519PrivateKey,
 ) -> ApprovalDecision:
-    """Refuse the waiting document and answer `rejected` with `reason` (required: the seller
+    """Refuse the waiting document and answer `rejected` with `reason` (required: the partner
     needs to know why). Raises ApprovalNotFound, ApprovalAlreadyDecided, ValueError."""
     if not reason or not reason.strip():
-        raise ValueError("a rejection needs a reason for the seller")
+        raise ValueError("a rejection needs a reason for the partner")
     async with conn.transaction():  # a savepoint if the caller has a transaction open
         row = await _lock_pending(conn, approval_id, decided_by)
         await conn.execute(_DECIDE, {"id": approval_id, "state": "rejected", "decided_by": decided_by,

@@ -52,7 +52,7 @@ from yggdrasil.federation.errors import (
     SubjectInvalid,
     SubjectMismatch,
 )
-from yggdrasil.federation.orders import apply_sales_order_event
+from yggdrasil.federation.orders import apply_order_event
 from yggdrasil.federation.partners import Partner, load_partners
 from yggdrasil.federation.receipts import apply_receipt, enqueue_receipt
 from yggdrasil.federation.resync import mark_for_replay, request_resyncs
@@ -275,9 +275,7 @@ async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelo
     if envelope.type == "b2b.resync.request":
         await mark_for_replay(conn, envelope)
         return Disposition("ack", "applied")
-    if envelope.module != "sales":
-        # purchasing.order.*: a buyer's purchase order to us, as its supplier.
-        raise ApplyRefused("event.not_handled", f"{envelope.type} is not applied by this version")
+    # Order events from here on: sales.order.* from a seller, purchasing.order.* from a buyer.
 
     cur = await conn.execute(_LOCK_SEQUENCE, key)
     row = await cur.fetchone()
@@ -295,7 +293,7 @@ async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelo
         await _receipt(conn, ctx, envelope, "held", f"waiting for sequence {last + 1}")
         return Disposition("ack", "held")
 
-    result = await apply_sales_order_event(conn, envelope, partner)
+    result = await apply_order_event(conn, envelope, partner)
     await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
     if result.outcome != "applied":
         await _set_inbox_outcome(conn, envelope, result.outcome)
@@ -316,9 +314,9 @@ async def _record_refusal(conn: psycopg.AsyncConnection, message: InboundMessage
     if envelope.module == "b2b":
         return Disposition("ack", "rejected", refusal.reason)  # receipts are not answered
     await _receipt(conn, ctx, envelope, "rejected", f"{refusal.reason}: {refusal.detail}")
-    if envelope.module == "sales":
-        await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
-        await _drain_held(conn, key, partners, ctx)
+    # An order event: its number is used up.
+    await conn.execute(_ADVANCE_SEQUENCE, {**key, "sequence": envelope.sequence})
+    await _drain_held(conn, key, partners, ctx)
     return Disposition("ack", "rejected", refusal.reason)
 
 
@@ -380,7 +378,7 @@ async def _apply_held(conn: psycopg.AsyncConnection, message: InboundMessage, pa
     key = _aggregate_key(envelope)
     try:
         async with conn.transaction():
-            result = await apply_sales_order_event(conn, envelope, partner)
+            result = await apply_order_event(conn, envelope, partner)
         outcome, reason = result.outcome, result.detail or None
     except TRANSIENT_ERRORS:
         raise

@@ -12,25 +12,30 @@ from pathlib import Path
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg import sql
 
-from yggdrasil.events.canonical import state_hash
-from yggdrasil.events.catalogue import OrderPayload
+from yggdrasil.events.catalogue import OrderPayload, order_state_hash
 from yggdrasil.events.envelope import DEFAULT_MAX_BYTES
 from yggdrasil.tenant import errors
+from yggdrasil.tenant.adapters.orders import PURCHASES, SALES
 from yggdrasil.tenant.adapters.outbox import enqueue_event
 from yggdrasil.tenant.domain.events import Event
 from yggdrasil.tenant.domain.orders import Order
 from yggdrasil.tenant.domain.purchasing import PurchaseOrder
 
-# A buyer's purchase order that the seller's sales order created belongs to the seller's
-# workflow: the seller drives created/confirmed/shipped/cancelled, the buyer only reports
-# receipt of the goods. A purchase order the buyer raised itself is sent to the supplier whole;
-# confirming it is the buyer's internal approval step and has no event of its own.
+# An order created from the partner's own order belongs to the partner's document, and only
+# our steps on it go back. A buyer's purchase order that the seller's sales order created: the
+# seller drives created/confirmed/shipped/cancelled, the buyer only reports receipt of the
+# goods. A seller's sales order that the buyer's purchase order created: the buyer drives its
+# lines and may cancel it, the seller reports confirming, shipping or cancelling it.
+# An order raised here is sent to the partner whole; confirming a purchase order is the
+# buyer's internal approval step and has no event of its own.
 _FROM_SELLER_PURCHASE_EVENTS = frozenset({"purchasing.order.received"})
 _OWN_PURCHASE_EVENTS = frozenset({
     "purchasing.order.created", "purchasing.order.updated",
     "purchasing.order.cancelled", "purchasing.order.received",
 })
+_FROM_BUYER_SALES_EVENTS = frozenset({"sales.order.confirmed", "sales.order.shipped", "sales.order.cancelled"})
 
 
 def federated_event_type(order: Order, event: Event) -> str | None:
@@ -40,6 +45,8 @@ def federated_event_type(order: Order, event: Event) -> str | None:
     if isinstance(order, PurchaseOrder):
         allowed = _FROM_SELLER_PURCHASE_EVENTS if order.b2b_source_tenant else _OWN_PURCHASE_EVENTS
         return event.name if event.name in allowed else None
+    if order.b2b_source_tenant:
+        return event.name if event.name in _FROM_BUYER_SALES_EVENTS else None
     return event.name
 
 
@@ -69,8 +76,7 @@ async def record_order_events(
         return 0
     if outbound is None or outbound.signing_key is None:
         raise errors.FederationNotConfigured(partner=order.partner_tenant_id)
-    payload = await _order_payload(conn, order)
-    digest = state_hash(payload.model_dump(mode="json"))
+    payload, digest = await _order_payload(conn, order)
     for event_type in types:
         await enqueue_event(
             conn, signing_key=outbound.signing_key, source=outbound.source_tenant,
@@ -80,14 +86,30 @@ async def record_order_events(
     return len(types)
 
 
-async def _order_payload(conn: psycopg.AsyncConnection, order: Order) -> OrderPayload:
+async def _order_payload(conn: psycopg.AsyncConnection, order: Order) -> tuple[OrderPayload, str]:
     """The whole order as the partner should record it, with SKUs (our item ids mean nothing
-    to the partner)."""
+    to the partner), and its state hash (`events.catalogue.order_state_hash`: lines named by
+    the SKUs of the tenant that raised the order, so for an order from a partner, the
+    partner's SKUs kept with its lines)."""
     cur = await conn.execute("SELECT id, sku, name FROM items WHERE id = ANY(%s)",
                              ([line.item_id for line in order.lines],))
     items = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
-    return OrderPayload(
+    source_skus: dict[int, str] = {}
+    if order.b2b_source_tenant:
+        lines_table = (PURCHASES if isinstance(order, PurchaseOrder) else SALES).lines
+        cur = await conn.execute(
+            sql.SQL("SELECT line_no, b2b_source_sku FROM {} WHERE order_id = %s AND b2b_source_sku IS NOT NULL")
+            .format(sql.Identifier(lines_table)), (order.id,))
+        source_skus = dict(await cur.fetchall())
+    payload = OrderPayload(
         order_id=str(order.id), currency=order.currency, state=order.state,
+        counterpart_order_id=order.b2b_source_order_id,
         lines=[{"line_no": line.line_no, "sku": items[line.item_id][0], "description": items[line.item_id][1],
                 "quantity": line.quantity, "unit_price": line.unit_price} for line in order.lines],
     )
+    digest = order_state_hash(
+        order_id=payload.order_id, currency=order.currency, state=order.state,
+        lines=[(line.line_no, source_skus.get(line.line_no) or items[line.item_id][0], line.quantity,
+                line.unit_price) for line in order.lines],
+    )
+    return payload, digest

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,19 @@ from nats.js.errors import NotFoundError
 from yggdrasil import db
 from yggdrasil.broker.streams import consumer_spec, ensure_consumers
 from yggdrasil.broker.subjects import MODULES
-from yggdrasil.events.canonical import state_hash
+from yggdrasil.events.catalogue import payload_state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import encode_public_key
 from yggdrasil.federation.keys import write_signing_key
+from yggdrasil.federation.partners import map_partner_item
 from yggdrasil.federation.relay import Disposition, InboundMessage, RelayContext, apply_inbound_batch
 from yggdrasil.federation.sidecar import run_sidecar
 from yggdrasil.federation.status import SidecarStatus
 from yggdrasil.settings import Settings
+from yggdrasil.tenant import services
 from yggdrasil.tenant.adapters.outbox import enqueue_event
+from yggdrasil.tenant.domain.commands import CreatePurchaseOrder, NewLine, UpdateOrder
+from yggdrasil.tenant.outbound import OutboundEvents
 
 SELLER, BUYER = "acme-seller", "bravo-buyer"
 SELLER_SKU, BUYER_SKU = "RETRO-CLOCK", "BRAVO-CLOCK"
@@ -78,21 +83,26 @@ def fresh_tenant_database(pg_admin_dsn: str, template: str) -> Iterator[str]:
         db.drop_database(pg_admin_dsn, name)
 
 
-def order_payload(order_id: str, state: str = "draft", quantity: str = "3", sku: str = SELLER_SKU) -> dict[str, Any]:
-    return {"order_id": order_id, "currency": "EUR", "state": state,
-            "lines": [{"line_no": 1, "sku": sku, "description": "Retro clock", "quantity": quantity,
-                       "unit_price": "19.90"}]}
+def order_payload(order_id: str, state: str = "draft", quantity: str = "3", sku: str = SELLER_SKU,
+                  counterpart_order_id: str | None = None) -> dict[str, Any]:
+    payload = {"order_id": order_id, "currency": "EUR", "state": state,
+               "lines": [{"line_no": 1, "sku": sku, "description": "Retro clock", "quantity": quantity,
+                          "unit_price": "19.90"}]}
+    if counterpart_order_id is not None:
+        payload["counterpart_order_id"] = counterpart_order_id
+    return payload
 
 
 async def sell(seller: Tenant, order_id: str, verb: str = "created", state: str = "draft",
-               destination: str = BUYER, **payload_args: Any) -> Envelope:
-    """What the seller's order service will do (issue 2's hook): an outbox row, committed."""
+               destination: str = BUYER, state_hash: str | None = None, **payload_args: Any) -> Envelope:
+    """What the seller's order service does: an outbox row, committed. `state_hash` replaces
+    the one the seller would compute (a payload and hash that disagree, validly signed)."""
     payload = order_payload(order_id, state, **payload_args)
     async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:
         envelope = await enqueue_event(
             conn, signing_key=seller.key, source=seller.id, destination=destination,
             type=f"sales.order.{verb}", aggregate_id=order_id, payload=payload,
-            state_hash=state_hash(payload),
+            state_hash=state_hash or payload_state_hash(payload),
         )
         await conn.commit()
     return envelope
@@ -103,6 +113,103 @@ async def order_lifecycle(seller: Tenant, order_id: str) -> list[Envelope]:
     return [await sell(seller, order_id, "created", "draft"),
             await sell(seller, order_id, "confirmed", "confirmed"),
             await sell(seller, order_id, "shipped", "shipped")]
+
+
+# -- buyer to seller: the tenants' own order services ---------------------------------------------
+
+
+async def prepare_trade_both_ways(seller: Tenant, buyer: Tenant, *, seller_policy: str = "auto") -> int:
+    """Make the seller a supplier the buyer can order from: the buyer's supplier linked to the
+    seller; at the seller, a warehouse with stock of RETRO-CLOCK, the buyer's SKU BRAVO-CLOCK
+    mapped to it, and the buyer's documents applied without approval unless `seller_policy`
+    says so. Returns the buyer's supplier id."""
+    async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:
+        await conn.execute("UPDATE b2b_partners SET approval_policy = %s WHERE tenant_id = %s", (seller_policy, BUYER))
+        warehouse = await (await conn.execute(
+            "INSERT INTO warehouses (code, name) VALUES ('ACME-MAIN', 'ACME main warehouse') RETURNING id")).fetchone()
+        item = await (await conn.execute(
+            "INSERT INTO items (sku, name, list_price) VALUES (%s, 'Retro clock', 24.90) RETURNING id",
+            (SELLER_SKU,))).fetchone()
+        await conn.execute("INSERT INTO stock_levels (item_id, warehouse_id, quantity) VALUES (%s, %s, 100)",
+                           (item[0], warehouse[0]))
+        await map_partner_item(conn, tenant_id=BUYER, partner_sku=BUYER_SKU, item_sku=SELLER_SKU)
+        await conn.commit()
+    async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+        supplier = await (await conn.execute(
+            "INSERT INTO suppliers (code, name, partner_tenant_id) VALUES ('ACME', 'ACME-SELLER', %s) RETURNING id",
+            (SELLER,))).fetchone()
+        await conn.commit()
+    return supplier[0]
+
+
+def outbound(tenant: Tenant) -> OutboundEvents:
+    return OutboundEvents(tenant.id, tenant.key)
+
+
+async def buy(buyer: Tenant, supplier_id: int, quantity: str = "3", unit_price: str = "19.90") -> int:
+    """The buyer raises a purchase order with its partner supplier, as its API would; returns
+    its id. The outbox row `purchasing.order.created` is written with it."""
+    async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+        item_id = await (await conn.execute("SELECT id FROM items WHERE sku = %s", (BUYER_SKU,))).fetchone()
+        warehouse_id = await (await conn.execute("SELECT id FROM warehouses ORDER BY id LIMIT 1")).fetchone()
+        order = await services.create_purchase_order(conn, CreatePurchaseOrder(
+            supplier_id=supplier_id, warehouse_id=warehouse_id[0],
+            lines=[NewLine(item_id[0], Decimal(quantity), Decimal(unit_price))]), outbound=outbound(buyer))
+    assert order.id is not None
+    return order.id
+
+
+async def change_purchase_order(buyer: Tenant, order_id: int, quantity: str) -> None:
+    async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+        item_id = await (await conn.execute("SELECT id FROM items WHERE sku = %s", (BUYER_SKU,))).fetchone()
+        await services.update_purchase_order(conn, UpdateOrder(
+            order_id=order_id, version=None,  # type: ignore[arg-type]
+            lines=[NewLine(item_id[0], Decimal(quantity), Decimal("19.90"))]), outbound=outbound(buyer))
+
+
+async def act(tenant: Tenant, use_case: Callable[..., Awaitable[Any]], order_id: int) -> Any:
+    """One of the tenant's order use cases (confirm, ship, receive, cancel), with its outbound
+    events, committed."""
+    async with await psycopg.AsyncConnection.connect(tenant.dsn) as conn:
+        return await use_case(conn, order_id, outbound=outbound(tenant))
+
+
+async def carry(source: Tenant, destination: Tenant, event_types: str = "%") -> list[Disposition]:
+    """What the two sidecars and the broker do, without them: the source's pending outbox rows
+    for the destination whose type is LIKE `event_types`, in outbox order, delivered as one
+    relay batch, then marked published at the source."""
+    rows = source.fetch(
+        "SELECT id, subject, envelope FROM b2b_events WHERE status = 'pending' AND dest_tenant = %s "
+        "AND event_type LIKE %s ORDER BY id", (destination.id, event_types))
+    if not rows:
+        return []
+    dispositions = await deliver(destination, *(InboundMessage(subject, bytes(raw)) for _, subject, raw in rows))
+    source.fetch("UPDATE b2b_events SET status = 'published', published_at = now() WHERE id = ANY(%s) RETURNING 1",
+                 ([row[0] for row in rows],))
+    return dispositions
+
+
+def sales_orders(seller: Tenant) -> list[tuple]:
+    """The seller's sales orders from the buyer, with their lines."""
+    return seller.fetch(
+        """
+        SELECT o.b2b_source_order_id, o.state, o.b2b_source_state, o.currency, c.partner_tenant_id,
+               l.line_no, i.sku, l.b2b_source_sku, l.quantity, l.unit_price
+          FROM crm_sales_orders o
+          JOIN customers c ON c.id = o.customer_id
+          JOIN crm_sales_order_lines l ON l.order_id = o.id
+          JOIN items i ON i.id = l.item_id
+         WHERE o.b2b_source_tenant = %s
+         ORDER BY o.id, l.line_no
+        """,
+        (BUYER,),
+    )
+
+
+def divergences(tenant: Tenant) -> list[tuple]:
+    """(event type, our order table, expected hash, actual hash, detail) of every divergence."""
+    return tenant.fetch("SELECT event_type, order_table, expected_hash, actual_hash, detail FROM b2b_divergences "
+                        "ORDER BY id")
 
 
 @contextlib.asynccontextmanager

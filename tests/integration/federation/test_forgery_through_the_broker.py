@@ -18,7 +18,7 @@ from yggdrasil.broker.permissions import ADMIN_USER, inbox_prefix, render_auth_c
 from yggdrasil.broker.streams import ensure_streams, stream_name
 from yggdrasil.broker.subjects import event_subject
 from yggdrasil.devstack.nats import EmbeddedNats
-from yggdrasil.events.canonical import state_hash
+from yggdrasil.events.catalogue import payload_state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import encode_public_key, generate_keypair, sign_envelope
 from yggdrasil.federation.partners import add_partner, map_partner_item
@@ -63,7 +63,7 @@ def charlie_order(order_id: str, source: str) -> Envelope:
     """An order event signed with C's key, claiming `source`."""
     payload = order_payload(order_id, sku=SELLER_SKU)
     return Envelope.create(type="sales.order.created", source=source, destination=BUYER, aggregate_id=order_id,
-                           sequence=1, payload=payload, state_hash=state_hash(payload))
+                           sequence=1, payload=payload, state_hash=payload_state_hash(payload))
 
 
 async def test_a_tenant_publishing_as_another_is_refused_by_the_broker_and_a_forgery_that_gets_through_is_quarantined(

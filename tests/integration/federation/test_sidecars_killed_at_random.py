@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from yggdrasil.devstack.nats import EmbeddedNats
-from yggdrasil.events.canonical import state_hash
+from yggdrasil.events.catalogue import payload_state_hash
 from yggdrasil.tenant.adapters.outbox import enqueue_event
 
 from .b2b_harness import (
@@ -56,7 +56,7 @@ async def produce(seller: Tenant) -> None:
                         payload = order_payload(order_id, state, quantity)
                         await enqueue_event(conn, signing_key=seller.key, source=seller.id, destination=BUYER,
                                             type=f"sales.order.{verb}", aggregate_id=order_id, payload=payload,
-                                            state_hash=state_hash(payload))
+                                            state_hash=payload_state_hash(payload))
                 await asyncio.sleep(pause)
 
 

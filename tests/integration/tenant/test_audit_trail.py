@@ -55,6 +55,10 @@ SAMPLE_INSERTS = {
     "b2b_approvals": "INSERT INTO b2b_approvals (source_tenant, event_id, event_type, aggregate_type, aggregate_id, "
                      "sequence, payload, waiting_reason) VALUES ('bravo', gen_random_uuid(), 'sales.order.created', "
                      "'sales_order', %(n)s, 1, '{}', 'partner.approval_required')",
+    "b2b_divergences": "INSERT INTO b2b_divergences (source_tenant, aggregate_type, aggregate_id, event_id, event_type, "
+                       "sequence, order_table, order_id, expected_hash, actual_hash) VALUES ('bravo', 'sales_order', "
+                       "%(n)s, gen_random_uuid(), 'sales.order.confirmed', 2, 'purchasing_orders', "
+                       "%(purchasing_orders)s, repeat('a', 64), repeat('b', 64))",
 }
 PARENTS = ("users", "customers", "suppliers", "items", "warehouses", "crm_sales_orders", "purchasing_orders",
            "b2b_partners")

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from yggdrasil.broker.subjects import event_subject
-from yggdrasil.events.canonical import state_hash
+from yggdrasil.events.catalogue import payload_state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import encode_public_key, generate_keypair, sign_envelope
 from yggdrasil.federation.keys import load_signing_key
@@ -100,7 +100,7 @@ def bravo_order(order_id: str, sequence: int = 1, verb: str = "created", state: 
     payload = {"order_id": order_id, "currency": "EUR", "state": state,
                "lines": [{"line_no": 1, "sku": sku, "description": "Clock", "quantity": "4", "unit_price": "19.90"}]}
     return Envelope.create(type=f"sales.order.{verb}", source=BRAVO, destination=US, aggregate_id=order_id,
-                           sequence=sequence, payload=payload, state_hash=state_hash(payload))
+                           sequence=sequence, payload=payload, state_hash=payload_state_hash(payload))
 
 
 async def bravo_answers(api, event_id: str, outcome: str, reason: str | None = None, sequence: int = 1) -> None:

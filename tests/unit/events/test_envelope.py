@@ -16,6 +16,8 @@ from yggdrasil.events import (
     UnknownEventType,
     UnsupportedSchemaVersion,
     envelope_json_schema,
+    order_state_hash,
+    payload_state_hash,
     state_hash,
 )
 from yggdrasil.events.catalogue import CATALOGUE
@@ -237,6 +239,24 @@ def test_state_hash_ignores_key_order_and_trailing_zeros():
 
 def test_state_hash_changes_with_the_state():
     assert state_hash({"state": "confirmed"}) != state_hash({"state": "shipped"})
+
+
+def test_an_order_hashes_the_same_whatever_the_decimal_scale_description_or_counterpart():
+    as_sent = order_payload()
+    as_recorded = order_payload(counterpart_order_id="PO-17", lines=[OrderLine(
+        line_no=1, sku="RETRO-CLOCK", quantity=Decimal("2.000"), unit_price=Decimal("12.5000"))])
+    assert payload_state_hash(as_sent) == payload_state_hash(as_recorded)
+    assert payload_state_hash(as_sent) == order_state_hash(
+        order_id="SO-RETRO-1", currency="EUR", state="draft", lines=[(1, "RETRO-CLOCK", Decimal("2"), Decimal("12.5"))])
+    assert payload_state_hash(as_sent) != payload_state_hash(order_payload(state="confirmed"))
+    assert payload_state_hash(as_sent) != payload_state_hash(order_payload(lines=[OrderLine(
+        line_no=1, sku="BRAVO-CLOCK", quantity=Decimal("2"), unit_price=Decimal("12.50"))]))
+
+
+def test_an_order_without_a_counterpart_travels_without_the_field():
+    assert "counterpart_order_id" not in order_payload().model_dump(mode="json")
+    assert order_payload(counterpart_order_id="17").model_dump(mode="json")["counterpart_order_id"] == "17"
+    assert order_created().payload == order_payload().model_dump(mode="json")
 
 
 def test_state_hash_refuses_floats():

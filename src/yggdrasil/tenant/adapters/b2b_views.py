@@ -1,4 +1,4 @@
-"""Reads of the federation tables (migrations 0004, 0005) for the HTTP API: the outbox, the
+"""Reads of the federation tables (migrations 0004, 0005, 0009) for the HTTP API: the outbox, the
 inbox, held events, quarantine, approvals, partners and their item mappings, and where each
 federated order stands with its partner.
 
@@ -86,13 +86,17 @@ async def get_quarantined(conn: psycopg.AsyncConnection, quarantine_id: int, *, 
 
 # -- approvals --------------------------------------------------------------------------------
 
-# The purchase order a decided document created or moved (a seller's order is one purchase
-# order here, found by its linkage columns' unique index).
+# The order a decided document created or moved (a seller's sales order is one purchase order
+# here, a buyer's purchase order one sales order), found by its linkage columns' unique index.
 _APPROVAL_SELECT = sql.SQL("""
     *, (SELECT p.id FROM purchasing_orders p
          WHERE b2b_approvals.aggregate_type = 'sales_order'
            AND p.b2b_source_tenant = b2b_approvals.source_tenant
-           AND p.b2b_source_order_id = b2b_approvals.aggregate_id) AS purchase_order_id""")
+           AND p.b2b_source_order_id = b2b_approvals.aggregate_id) AS purchase_order_id,
+       (SELECT o.id FROM crm_sales_orders o
+         WHERE b2b_approvals.aggregate_type = 'purchase_order'
+           AND o.b2b_source_tenant = b2b_approvals.source_tenant
+           AND o.b2b_source_order_id = b2b_approvals.aggregate_id) AS sales_order_id""")
 
 
 async def list_approvals(conn: psycopg.AsyncConnection, filters: Sequence[Filter], limit: int, after: int) -> list[dict]:
@@ -153,21 +157,23 @@ async def item_sku(conn: psycopg.AsyncConnection, item_id: int) -> str | None:
 # -- where a federated order stands -----------------------------------------------------------
 
 # Per order of a page, in one statement: the latest event we sent for it (our outbox row, with
-# the partner's receipt), and for a purchase order that a seller's order created, what we
-# applied of the seller's events: the last sequence, events held for a gap, a pending approval.
-# Each lookup is an index probe (b2b_events_aggregate_idx, the primary keys of the sequence and
-# held tables, the partial index of pending approvals).
+# the partner's receipt); the partner's state of its copy as we last applied it (from a seller
+# or buyer whose order this one came from, or from the partner that keeps an order we raised);
+# and for an order that came from a partner, what we applied of its events: the last sequence,
+# events held for a gap, a pending approval. Each lookup is an index probe
+# (b2b_events_aggregate_idx, the primary keys of the order, sequence and held tables, the
+# partial index of pending approvals).
 _ORDER_FEDERATION = """
     SELECT o.id, e.dest_tenant, e.event_id AS last_event_id, e.event_type AS last_event_type,
            e.sequence AS last_sequence, e.status AS outbox_status, e.receipt_outcome, e.receipt_reason,
-           s.last_sequence AS inbound_sequence, p.b2b_source_state AS partner_state,
+           s.last_sequence AS inbound_sequence, coalesce(x.b2b_source_state, x.b2b_counterpart_state) AS partner_state,
            CASE WHEN o.source IS NOT NULL THEN
                 (SELECT count(*) FROM b2b_held_events h
-                  WHERE h.source_tenant = o.source AND h.aggregate_type = 'sales_order'
+                  WHERE h.source_tenant = o.source AND h.aggregate_type = %(partner_aggregate_type)s
                     AND h.aggregate_id = o.source_order) END AS held_events,
            CASE WHEN o.source IS NOT NULL THEN
                 EXISTS (SELECT 1 FROM b2b_approvals a
-                         WHERE a.source_tenant = o.source AND a.aggregate_type = 'sales_order'
+                         WHERE a.source_tenant = o.source AND a.aggregate_type = %(partner_aggregate_type)s
                            AND a.aggregate_id = o.source_order AND a.state = 'pending') END AS awaiting_approval
       FROM unnest(%(ids)s::bigint[], %(sources)s::text[], %(source_orders)s::text[]) AS o(id, source, source_order)
       LEFT JOIN LATERAL (
@@ -176,14 +182,17 @@ _ORDER_FEDERATION = """
             WHERE aggregate_type = %(aggregate_type)s AND aggregate_id = o.id::text
             ORDER BY id DESC LIMIT 1) AS e ON true
       LEFT JOIN b2b_inbound_sequences s
-             ON s.source_tenant = o.source AND s.aggregate_type = 'sales_order' AND s.aggregate_id = o.source_order
-      LEFT JOIN purchasing_orders p
-             ON p.b2b_source_tenant = o.source AND p.b2b_source_order_id = o.source_order
+             ON s.source_tenant = o.source AND s.aggregate_type = %(partner_aggregate_type)s
+            AND s.aggregate_id = o.source_order
+      LEFT JOIN {orders} x ON x.id = o.id
 """
+# Our kind of order -> its table, and the kind the partner keeps it as.
+_ORDER_TABLES = {"sales_order": "crm_sales_orders", "purchase_order": "purchasing_orders"}
+_PARTNER_AGGREGATE_TYPES = {"sales_order": "purchase_order", "purchase_order": "sales_order"}
 
 
 def is_federated(order: Order) -> bool:
-    return order.partner_tenant_id is not None or getattr(order, "b2b_source_tenant", None) is not None
+    return order.partner_tenant_id is not None or order.b2b_source_tenant is not None
 
 
 async def order_federation(conn: psycopg.AsyncConnection, aggregate_type: str, orders: Sequence[Order]) -> dict[int, dict]:
@@ -195,22 +204,22 @@ async def order_federation(conn: psycopg.AsyncConnection, aggregate_type: str, o
     federated = [o for o in orders if is_federated(o)]
     if not federated:
         return {}
-    sources = [getattr(o, "b2b_source_tenant", None) for o in federated]
-    params = {"ids": [o.id for o in federated], "sources": sources,
-              "source_orders": [getattr(o, "b2b_source_order_id", None) for o in federated],
-              "aggregate_type": aggregate_type}
+    params = {"ids": [o.id for o in federated], "sources": [o.b2b_source_tenant for o in federated],
+              "source_orders": [o.b2b_source_order_id for o in federated], "aggregate_type": aggregate_type,
+              "partner_aggregate_type": _PARTNER_AGGREGATE_TYPES[aggregate_type]}
+    query = sql.SQL(_ORDER_FEDERATION).format(orders=sql.Identifier(_ORDER_TABLES[aggregate_type]))
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_ORDER_FEDERATION, params)
+        await cur.execute(query, params)
         rows = {row["id"]: row for row in await cur.fetchall()}
     return {o.id: _federation(o, rows[o.id]) for o in federated}
 
 
 def _federation(order: Order, row: dict[str, Any]) -> dict[str, Any]:
-    source = getattr(order, "b2b_source_tenant", None)
+    source = order.b2b_source_tenant
     status = {k: row[k] for k in ("last_event_id", "last_event_type", "last_sequence", "outbox_status",
                                    "receipt_outcome", "receipt_reason")}
     if source is not None:
-        # The seller drives this order; we apply its events and answer them.
+        # The partner's document: we apply its events and answer them.
         if row["awaiting_approval"]:
             state = "awaiting_approval"
         elif row["held_events"]:
@@ -224,7 +233,7 @@ def _federation(order: Order, row: dict[str, Any]) -> dict[str, Any]:
     # event got without one.
     state = row["receipt_outcome"] or row["outbox_status"] or "not_sent"
     return {"partner": row["dest_tenant"] or order.partner_tenant_id, "direction": "outbound", "state": state,
-            **status}
+            **status, "partner_state": row["partner_state"]}
 
 
 async def _one(conn: psycopg.AsyncConnection, query: Any, params: dict[str, Any], resource: str, key: object) -> dict:

@@ -58,6 +58,11 @@ class Order:
     updated_at: datetime | None = None
     confirmed_at: datetime | None = None
     cancelled_at: datetime | None = None
+    # Set when the order was created from a partner tenant's order (a purchase order from a
+    # seller's sales order, a sales order from a buyer's purchase order): that tenant and its
+    # order id. Set once, at creation.
+    b2b_source_tenant: str | None = None
+    b2b_source_order_id: str | None = None
     # The counterparty's tenant id when the customer or supplier is itself a Yggdrasil tenant:
     # changes to such an order federate (the outbox reads it). Not an order column.
     partner_tenant_id: str | None = None

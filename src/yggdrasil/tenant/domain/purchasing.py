@@ -1,7 +1,7 @@
 """Purchase orders: draft -> confirmed -> received, or cancelled before receipt.
 
 An order that arrived by federation carries the seller's tenant and order id
-(`b2b_source_tenant`, `b2b_source_order_id`); they are set once, at creation.
+(`b2b_source_tenant`, `b2b_source_order_id`, declared on `Order`); they are set once, at creation.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ class PurchaseOrder(Order):
 
     supplier_id: int
     expected_date: date | None = None
-    b2b_source_tenant: str | None = None
-    b2b_source_order_id: str | None = None
     received_at: datetime | None = None
 
     def receive(self) -> None:

@@ -1,4 +1,8 @@
-"""Sales orders: draft -> confirmed -> shipped, or cancelled before shipping."""
+"""Sales orders: draft -> confirmed -> shipped, or cancelled before shipping.
+
+An order created from a buyer's purchase order by federation carries the buyer's tenant and
+order id (`b2b_source_tenant`, `b2b_source_order_id`, declared on `Order`); they are set once,
+at creation."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from yggdrasil.federation.approvals import (
     ApprovalAlreadyDecided,
@@ -62,7 +62,8 @@ class ApprovalOut(BaseModel):
     reason: str | None
     created_at: datetime
     updated_at: datetime
-    purchase_order_id: int | None
+    purchase_order_id: int | None = Field(None, description="a seller's document: the purchase order it became")
+    sales_order_id: int | None = Field(None, description="a buyer's document: the sales order it became")
 
 
 class ApproveIn(BaseModel):

@@ -49,9 +49,11 @@ class FederationStatus(BaseModel):
     `outbound` (we send the order's changes): `state` is the partner's latest answer to our
     latest event (applied, duplicate, held, awaiting_approval, accepted, rejected), or without
     one how far that event got (pending: not yet at the broker; published: sent, not answered),
-    or not_sent. `inbound` (a seller's order created this purchase order): `state` is
-    awaiting_approval, held (a later event waits for a missing one) or applied; the last_* and
-    receipt_* fields then describe the events we send back (the goods received)."""
+    or not_sent. `inbound` (a partner's order created this one: a seller's sales order this
+    purchase order, a buyer's purchase order this sales order): `state` is awaiting_approval,
+    held (a later event waits for a missing one) or applied; the last_* and receipt_* fields
+    then describe the events we send back (the goods received; the sales order confirmed,
+    shipped or cancelled)."""
 
     partner: str
     direction: Literal["outbound", "inbound"]
@@ -62,8 +64,10 @@ class FederationStatus(BaseModel):
     outbox_status: str | None = None
     receipt_outcome: str | None = None
     receipt_reason: str | None = None
-    partner_state: str | None = Field(None, description="inbound: the seller's state as last applied")
-    inbound_sequence: int | None = Field(None, description="inbound: the seller's last event applied here")
+    partner_state: str | None = Field(
+        None, description="the partner's state of its copy of the order, as last applied here (inbound: the "
+                          "order it came from; outbound: the order the partner made of ours, once it reports one)")
+    inbound_sequence: int | None = Field(None, description="inbound: the partner's last event applied here")
     held_events: int | None = Field(None, description="inbound: later events waiting for a missing one")
     awaiting_approval: bool | None = Field(None, description="inbound: a document waits in /approvals")
 

@@ -1,5 +1,7 @@
 """Sales orders: draft -> confirmed -> shipped, or cancelled. Shipping takes the goods out of the
-order's warehouse and is refused (409) when any line is short."""
+order's warehouse and is refused (409) when any line is short. Orders that arrived by federation
+(a buyer's purchase order) show the buyer's tenant and order id (`b2b_source_tenant`,
+`b2b_source_order_id`), which no request can set."""
 
 from datetime import date, datetime
 from typing import Annotated, Literal
@@ -67,6 +69,8 @@ class SalesOrderPatch(OrderPatch):
 class SalesOrderOut(OrderOut):
     customer_id: int
     shipped_at: datetime | None
+    b2b_source_tenant: str | None
+    b2b_source_order_id: str | None
 
 
 def _out(order) -> SalesOrderOut:
