@@ -473,3 +473,27 @@ async def test_health_shows_the_outbox_backlog_and_stays_ok_while_events_wait(ap
     federation = (await api.http.get("/health")).json()["federation"]
     assert (federation["outbox_pending"], federation["awaiting_receipt"], federation["receipt_overdue"]) == (1, 1, 1)
     assert "ygg_outbox_receipt_overdue_events 1.0" in (await api.http.get("/metrics")).text
+
+
+async def test_divergences_are_listed_until_someone_resolves_them_once(api):
+    with psycopg.connect(api.dsn) as conn:
+        divergence_id = conn.execute(
+            """INSERT INTO b2b_divergences (source_tenant, aggregate_type, aggregate_id, event_id, event_type,
+                                            sequence, order_table, order_id, expected_hash, actual_hash, detail)
+               VALUES ('bravo', 'purchase_order', 'PO-9', gen_random_uuid(), 'purchasing.order.updated', 2,
+                       'crm_sales_orders', 41, repeat('a', 64), repeat('b', 64), 'line 1 quantity 3 here, 5 there')
+               RETURNING id""").fetchone()[0]
+    [open_one] = (await api.get("/api/v1/b2b/divergences", role="auditor")).json()["items"]
+    assert (open_one["id"], open_one["order_id"], open_one["resolved_at"]) == (divergence_id, 41, None)
+    assert (await api.post(f"/api/v1/b2b/divergences/{divergence_id}/resolve", role="auditor")).status_code == 403
+
+    resolved = await api.post(f"/api/v1/b2b/divergences/{divergence_id}/resolve", role="sales")
+    assert resolved.status_code == 200 and resolved.json()["resolved_at"] is not None
+    again = await api.post(f"/api/v1/b2b/divergences/{divergence_id}/resolve", role="sales")
+    assert again.status_code == 409 and "already resolved" in again.json()["error"]["message"]
+    assert (await api.get(f"/api/v1/b2b/divergences/{divergence_id + 1}/resolve")).status_code == 405
+
+    assert (await api.get("/api/v1/b2b/divergences")).json()["items"] == []
+    assert [d["id"] for d in (await api.get("/api/v1/b2b/divergences?resolved=true")).json()["items"]] == [divergence_id]
+    trail = (await api.get(f"/api/v1/audit?table=b2b_divergences&record_id={divergence_id}", role="auditor")).json()
+    assert [(r["operation"], r["actor"]) for r in trail["items"]] == [("INSERT", "system"), ("UPDATE", "sales-user")]

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from yggdrasil.tenant.adapters.rows import Filter, list_rows
 from yggdrasil.tenant.domain.orders import Order
-from yggdrasil.tenant.errors import NotFound
+from yggdrasil.tenant.errors import Conflict, NotFound
 
 # -- the outbox -------------------------------------------------------------------------------
 
@@ -82,6 +82,29 @@ async def get_quarantined(conn: psycopg.AsyncConnection, quarantine_id: int, *, 
     """Raises NotFound."""
     query = sql.SQL("SELECT {} FROM b2b_quarantine WHERE id = %(id)s").format(_quarantine_select(raw_cap))
     return await _one(conn, query, {"id": quarantine_id}, "quarantined message", quarantine_id)
+
+
+# -- divergences ------------------------------------------------------------------------------
+
+async def list_divergences(
+    conn: psycopg.AsyncConnection, filters: Sequence[Filter], limit: int, after: int,
+) -> list[dict]:
+    return await list_rows(conn, "b2b_divergences", filters, limit, after)
+
+
+async def resolve_divergence(conn: psycopg.AsyncConnection, divergence_id: int) -> dict:
+    """Mark it resolved (the audit trail records by whom). Raises NotFound, or Conflict when it
+    was already resolved: resolving twice would hide who looked into it first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "UPDATE b2b_divergences SET resolved_at = now() WHERE id = %(id)s AND resolved_at IS NULL RETURNING *",
+            {"id": divergence_id})
+        row = await cur.fetchone()
+    if row is None:
+        current = await _one(conn, sql.SQL("SELECT * FROM b2b_divergences WHERE id = %(id)s"),
+                             {"id": divergence_id}, "divergence", divergence_id)
+        raise Conflict(detail=f"divergence {divergence_id} was already resolved at {current['resolved_at']}")
+    return row
 
 
 # -- approvals --------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 from yggdrasil.events.catalogue import ReceiptOutcome
 from yggdrasil.tenant.adapters import b2b_views
-from yggdrasil.tenant.adapters.rows import equal_filters
-from yggdrasil.tenant.api.deps import ServicesDep, require
+from yggdrasil.tenant.adapters.rows import Filter, equal_filters
+from yggdrasil.tenant.api.deps import ServicesDep, require, write
 from yggdrasil.tenant.api.fields import MAX_ID, text
 from yggdrasil.tenant.api.pagination import After, Limit, Page, page_of
 from yggdrasil.tenant.auth import Principal
@@ -207,3 +207,49 @@ async def get_quarantined(
 ) -> dict:
     row = await services.db.read(lambda conn: b2b_views.get_quarantined(conn, quarantine_id, raw_cap=ONE_RAW_BYTES))
     return _quarantined_out(row)
+
+
+class DivergenceOut(BaseModel):
+    id: int
+    source_tenant: str
+    aggregate_type: str
+    aggregate_id: str
+    event_id: UUID
+    event_type: str
+    sequence: int
+    order_table: str
+    order_id: int
+    expected_hash: str | None
+    actual_hash: str
+    detail: str
+    detected_at: datetime
+    resolved_at: datetime | None
+
+
+Resolver = Annotated[Principal, Depends(require("sales", "purchasing", action="resolve divergences"))]
+
+
+@router.get("/divergences", response_model=Page[DivergenceOut],
+            summary="Orders whose state here differs from the partner's after an event (open ones by default)")
+async def list_divergences(
+    services: ServicesDep, _: Reader, limit: Limit = 50, after: After = 0,
+    source_tenant: TenantFilter = None,
+    resolved: Annotated[bool, Query(description="false: open ones; true: resolved ones")] = False,
+    order_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="our order's id")] = None,
+) -> dict:
+    filters = [*equal_filters(source_tenant=source_tenant, order_id=order_id),
+               Filter("resolved_at", "IS NOT NULL" if resolved else "IS NULL", None)]
+
+    async def load(conn):
+        return page_of(await b2b_views.list_divergences(conn, filters, limit, after), limit)
+
+    return await services.db.read(load)
+
+
+@router.post("/divergences/{divergence_id}/resolve", response_model=DivergenceOut,
+             summary="Mark a divergence resolved once the two sides agree again (409 if already resolved)")
+async def resolve_divergence(
+    divergence_id: Annotated[int, Path(ge=1, le=MAX_ID)], services: ServicesDep, principal: Resolver,
+) -> dict:
+    return await write(services, principal, frozenset(),
+                       lambda conn: b2b_views.resolve_divergence(conn, divergence_id))
