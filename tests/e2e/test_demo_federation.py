@@ -96,7 +96,10 @@ def test_orders_flow_both_ways_and_survive_a_killed_sidecar(demo: DemoRun) -> No
         def seeded_trade() -> bool:
             from_acme = [o for o in get_all(bravo, "/api/v1/purchase-orders") if o["b2b_source_tenant"] == "acme"]
             from_bravo = [o for o in get_all(acme, "/api/v1/purchase-orders") if o["b2b_source_tenant"] == "bravo"]
-            return len(from_acme) >= 3 and len(from_bravo) >= 3
+            # and each buyer's sample purchase order became a sales order at its seller
+            so_from_bravo = [o for o in get_all(acme, "/api/v1/sales-orders") if o["b2b_source_tenant"] == "bravo"]
+            so_from_acme = [o for o in get_all(bravo, "/api/v1/sales-orders") if o["b2b_source_tenant"] == "acme"]
+            return len(from_acme) >= 3 and len(from_bravo) >= 3 and len(so_from_bravo) == 1 and len(so_from_acme) == 1
 
         demo.wait_for(seeded_trade, FLOW_TIMEOUT, "the sample orders to arrive on both sides")
 

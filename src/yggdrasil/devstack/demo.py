@@ -48,7 +48,13 @@ from yggdrasil import db
 from yggdrasil.devstack.nats import EmbeddedNats
 from yggdrasil.devstack.postgres import EmbeddedPostgres
 from yggdrasil.devstack.ports import free_port
-from yggdrasil.devstack.seed import SeedError, seed_tenant, seed_trade_orders, traded_items
+from yggdrasil.devstack.seed import (
+    SeedError,
+    seed_tenant,
+    seed_trade_orders,
+    seed_trade_purchase_order,
+    traded_items,
+)
 from yggdrasil.devstack.supervisor import (
     EmbeddedSpec,
     ProcessSpec,
@@ -441,8 +447,9 @@ class DemoStack:
             await nc.close()
 
     def seed_trade(self) -> None:
-        """Buyers map the sellers' SKUs to their items; then every seller sends each partner a
-        few sales orders through its API (each change an outbox event). Once per pair."""
+        """Partners map each other's SKUs to their items; then every seller sends each partner a
+        few sales orders, and every buyer sends each partner a purchase order, through the API
+        (each change an outbox event). Once per pair."""
         asyncio.run(self._map_partner_items())
         for seller in self.tenants:
             state = self._tenant_state(seller)
@@ -464,32 +471,55 @@ class DemoStack:
                 done.add(buyer.id)
                 state["trade_seeded_to"] = sorted(done)
                 self._save_state()
-
-    async def _map_partner_items(self) -> None:
-        from yggdrasil.federation.partners import map_partner_item
-
         for buyer in self.tenants:
             state = self._tenant_state(buyer)
-            done = set(state.get("items_mapped_from", []))
-            pending = [seller for seller in self.partners_of(buyer) if seller.id not in done]
-            if not pending:
-                continue
-            async with await psycopg.AsyncConnection.connect(self.tenant_dsn(buyer), autocommit=True) as conn:
-                for seller in pending:
-                    pairs = traded_items(buyer.id, seller.id)
-                    try:
-                        for partner_sku, item_sku in pairs:
-                            await map_partner_item(conn, tenant_id=seller.id, partner_sku=partner_sku,
-                                                   item_sku=item_sku)
-                    except LookupError as exc:
-                        log.warning("%s: cannot map %s's SKUs (%s); its orders will wait for approval",
-                                    buyer.id, seller.id, exc)
-                        continue
-                    log.info("%s: mapped %s's SKUs %s", buyer.id, seller.id,
-                             ", ".join(f"{a} -> {b}" for a, b in pairs))
-                    done.add(seller.id)
-            state["items_mapped_from"] = sorted(done)
-            self._save_state()
+            done = set(state.get("purchase_orders_sent_to", []))
+            for seller in self.partners_of(buyer):
+                if seller.id in done:
+                    continue
+                skus = [bought for _, bought in traded_items(buyer.id, seller.id)]
+                try:
+                    with httpx.Client(base_url=self.tenant_url(buyer), timeout=30.0,
+                                      headers={"Authorization": f"Bearer {self.tokens[buyer.id]}"}) as http:
+                        seed_trade_purchase_order(http, seller.id, skus)
+                except SeedError as exc:
+                    log.warning("%s: no sample purchase order for %s: %s", buyer.id, seller.id, exc)
+                    continue
+                log.info("%s: sent a sample purchase order to %s", buyer.id, seller.id)
+                done.add(seller.id)
+                state["purchase_orders_sent_to"] = sorted(done)
+                self._save_state()
+
+    async def _map_partner_items(self) -> None:
+        """Each side of a trading pair maps the other's SKUs to its own items: the buyer for the
+        seller's sales orders, the seller for the buyer's purchase orders."""
+        for buyer in self.tenants:
+            for seller in self.partners_of(buyer):
+                pairs = traded_items(buyer.id, seller.id)
+                await self._map_items(buyer, seller, pairs, "items_mapped_from")
+                await self._map_items(seller, buyer, tuple((b, s) for s, b in pairs), "buyer_items_mapped_from")
+
+    async def _map_items(self, owner: DemoTenant, partner: DemoTenant, pairs: tuple[tuple[str, str], ...],
+                         state_key: str) -> None:
+        """Record in `owner`'s cross-reference that `partner`'s SKU means `owner`'s item, once."""
+        from yggdrasil.federation.partners import map_partner_item
+
+        state = self._tenant_state(owner)
+        done = set(state.get(state_key, []))
+        if partner.id in done:
+            return
+        async with await psycopg.AsyncConnection.connect(self.tenant_dsn(owner), autocommit=True) as conn:
+            try:
+                for partner_sku, item_sku in pairs:
+                    await map_partner_item(conn, tenant_id=partner.id, partner_sku=partner_sku, item_sku=item_sku)
+            except LookupError as exc:
+                log.warning("%s: cannot map %s's SKUs (%s); its orders will wait for approval",
+                            owner.id, partner.id, exc)
+                return
+        log.info("%s: mapped %s's SKUs %s", owner.id, partner.id, ", ".join(f"{a} -> {b}" for a, b in pairs))
+        done.add(partner.id)
+        state[state_key] = sorted(done)
+        self._save_state()
 
     def seed(self) -> None:
         for tenant in self.tenants:

@@ -234,3 +234,23 @@ def seed_trade_orders(http: httpx.Client, buyer: str, skus: Sequence[str]) -> in
         for step in steps:
             _ok(http.post(f"/api/v1/sales-orders/{order['id']}/{step}"), f"{step} sales order {order['id']}")
     return len(TRADE_ORDER_STEPS)
+
+
+def seed_trade_purchase_order(http: httpx.Client, seller: str, skus: Sequence[str]) -> dict[str, Any]:
+    """A purchase order from the buyer (`http`) to its supplier linked to tenant `seller`, for
+    the buyer's items `skus`: it becomes a sales order at the seller."""
+    suppliers = _ok(http.get("/api/v1/suppliers", params={"limit": 500}), "suppliers")["items"]
+    supplier = next((s for s in suppliers if s.get("partner_tenant_id") == seller and s.get("active", True)), None)
+    if supplier is None:
+        raise SeedError(f"no supplier is linked to partner tenant {seller!r}")
+    items = {i["sku"]: i for i in _ok(http.get("/api/v1/items", params={"limit": 500}), "items")["items"]}
+    missing = [sku for sku in skus if sku not in items]
+    if missing:
+        raise SeedError(f"no item with SKU {', '.join(missing)}")
+    warehouse = _ok(http.get("/api/v1/warehouses", params={"limit": 1}), "warehouses")["items"][0]
+    return _ok(http.post("/api/v1/purchase-orders", json={
+        "supplier_id": supplier["id"], "warehouse_id": warehouse["id"], "currency": "EUR",
+        "reference": f"demo purchase from {seller}",
+        "lines": [{"item_id": items[sku]["id"], "quantity": str(2 + i), "unit_price": items[sku]["cost"]}
+                  for i, sku in enumerate(skus)],
+    }), f"purchase order to {seller}")
