@@ -11,7 +11,7 @@ import random
 import psycopg
 from fastapi import WebSocket
 
-from yggdrasil.tenant.api.cache import ResponseCache, tags_for_tables
+from yggdrasil.tenant.api.cache import TABLE_TAGS, ResponseCache, tags_for_tables
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class ChangeHub:
                     await conn.execute("LISTEN ygg_changes")
                     self.connected.set()
                     # We may have missed changes while disconnected: start from an empty cache.
-                    self.cache.invalidate(frozenset(tags_for_tables(*_ALL_TABLES)))
+                    self.cache.invalidate(tags_for_tables(*TABLE_TAGS))
                     delay = 1.0
                     async for notify in conn.notifies():
                         await self._dispatch(notify.payload)
@@ -58,7 +58,3 @@ class ChangeHub:
                 dead.append(ws)
         for ws in dead:
             self.clients.discard(ws)
-
-
-_ALL_TABLES = ("customers", "suppliers", "items", "warehouses", "stock_levels", "stock_moves",
-               "crm_sales_orders", "purchasing_orders")
