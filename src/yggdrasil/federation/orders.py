@@ -342,11 +342,12 @@ async def _apply_from_source(
     q = _QUERIES[side.module]
     source, order_id = envelope.source, envelope.aggregate_id
     key = {"source": source, "order_id": order_id, "aggregate_type": envelope.aggregate_type}
-    async with conn.cursor(row_factory=dict_row) as cur:
+    # Both sent before either is read: one round trip in pipeline mode (the relay's), two otherwise.
+    async with conn.cursor(row_factory=dict_row) as cur, conn.cursor(row_factory=dict_row) as lookup:
         await cur.execute(q.lock_from_source, key)
+        await lookup.execute(q.lookup, {**key, "skus": sorted({line.sku for line in payload.lines})})
         row = await cur.fetchone()
-        await cur.execute(q.lookup, {**key, "skus": sorted({line.sku for line in payload.lines})})
-        found = await cur.fetchone()
+        found = await lookup.fetchone()
     assert found is not None
     order = _ours(row) if row is not None else None
 

@@ -31,6 +31,7 @@ _MARK = """
            receipt_sequence = %(sequence)s
      WHERE event_id = %(event_id)s AND dest_tenant = %(from)s
        AND (receipt_sequence IS NULL OR receipt_sequence < %(sequence)s)
+    RETURNING 1
 """
 
 _EXISTS = "SELECT 1 FROM b2b_events WHERE event_id = %(event_id)s AND dest_tenant = %(from)s"
@@ -67,7 +68,7 @@ async def apply_receipt(conn: psycopg.AsyncConnection, envelope: Envelope) -> Li
     params = {"event_id": receipt.event_id, "from": envelope.source, "outcome": receipt.outcome,
               "reason": receipt.reason, "sequence": envelope.sequence}
     cur = await conn.execute(_MARK, params)
-    if cur.rowcount == 1:
+    if await cur.fetchone() is not None:  # (not rowcount: unknown until read in pipeline mode)
         return "applied"
     cur = await conn.execute(_EXISTS, params)
     if await cur.fetchone() is None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -224,20 +224,64 @@ async def apply_inbound_batch(
     then tells the broker. Raises only for a transient database error (see TRANSIENT_ERRORS),
     after which nothing of the batch may be committed."""
     partners = await load_partners(conn)
-    return [await _handle(conn, message, partners, ctx) for message in messages]
+    # Pipeline mode: a statement whose result the code does not read (the savepoint, its
+    # release, advancing a sequence, the receipt's row) travels with the next one that is read,
+    # instead of costing a round trip of its own. Every message still ends with a sync, inside
+    # its savepoint, so an error is always the message's own (see _savepoint).
+    async with conn.pipeline() as pipeline:
+        return [await _handle(conn, message, partners, ctx, pipeline) for message in messages]
+
+
+@contextlib.asynccontextmanager
+async def _savepoint(conn: psycopg.AsyncConnection, pipeline: psycopg.AsyncPipeline | None) -> AsyncIterator[None]:
+    """One message's savepoint. Outside pipeline mode, psycopg's own. In pipeline mode,
+    psycopg's nested transaction() would sync three times; this one syncs once on success
+    (RELEASE, then the results of everything the message sent: an error in a statement whose
+    result was not read still surfaces here, and rolls the message back) and, on an error,
+    syncs the aborted pipeline and rolls back to the savepoint before re-raising. (A
+    cancellation is left to the batch's transaction, which rolls back as a whole.)"""
+    if pipeline is None:
+        async with conn.transaction():
+            yield
+        return
+    await conn.execute("SAVEPOINT ygg_message")
+    try:
+        yield
+        await conn.execute("RELEASE SAVEPOINT ygg_message")
+        await pipeline.sync()
+    except Exception:
+        try:
+            await pipeline.sync()  # out of the aborted state
+        except psycopg.errors.PipelineAborted:
+            pass  # the statements skipped after the one that failed
+        except TRANSIENT_ERRORS:
+            raise
+        except psycopg.Error:
+            pass  # a statement whose result was not read failed: rolled back below all the same
+        await conn.execute("ROLLBACK TO SAVEPOINT ygg_message")
+        await conn.execute("RELEASE SAVEPOINT ygg_message")
+        await pipeline.sync()
+        raise
+
+
+async def _sync(pipeline: psycopg.AsyncPipeline | None) -> None:
+    """Make sure what was sent so far has run (and raise its error here, if any)."""
+    if pipeline is not None:
+        await pipeline.sync()
 
 
 async def _handle(conn: psycopg.AsyncConnection, message: InboundMessage, partners: dict[str, Partner],
-                  ctx: RelayContext) -> Disposition:
+                  ctx: RelayContext, pipeline: psycopg.AsyncPipeline | None = None) -> Disposition:
     try:
         envelope, partner = verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)
     except EventRejected as rejection:
         log.warning("quarantined a message on %s: %s", message.subject, rejection)
         await _quarantine(conn, message, rejection, source=_claimed_source(message.subject))
+        await _sync(pipeline)
         return Disposition("term", "quarantined", rejection.reason)
 
     try:
-        async with conn.transaction():
+        async with _savepoint(conn, pipeline):
             return await _record(conn, message, envelope, partner, partners, ctx)
     except TRANSIENT_ERRORS:
         raise
@@ -251,9 +295,12 @@ async def _handle(conn: psycopg.AsyncConnection, message: InboundMessage, partne
         log.exception("internal error applying event %s from %s", envelope.event_id, envelope.source)
         internal = InternalError(f"{type(error).__name__}: {error}")
         await _quarantine(conn, message, internal, source=envelope.source, event_id=str(envelope.event_id))
+        await _sync(pipeline)
         return Disposition("term", "quarantined", internal.reason)
     # The savepoint was rolled back: record the refusal instead of the effect.
-    return await _record_refusal(conn, message, envelope, partners, refusal, ctx)
+    disposition = await _record_refusal(conn, message, envelope, partners, refusal, ctx)
+    await _sync(pipeline)
+    return disposition
 
 
 async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelope: Envelope, partner: Partner,

@@ -199,3 +199,32 @@ async def test_a_gap_that_stays_open_is_replayed_from_the_sellers_outbox(seller:
     replayed = [await deliver(buyer, outbox_message(seller, e)) for e in (created, confirmed, shipped)]
     assert [d.outcome for [d] in replayed] == ["applied", "duplicate", "duplicate"]
     assert [row[2] for row in purchase_orders(buyer)] == ["shipped"]
+
+
+async def test_a_failing_statement_whose_result_is_not_read_rolls_back_only_its_own_event(
+    seller: Tenant, buyer: Tenant
+):
+    # The relay pipelines the statements it does not read (the receipt's outbox row among them):
+    # an error there must still roll back that event's savepoint, and only that one.
+    first = await sell(seller, "SO-1020")
+    second = await sell(seller, "SO-1021")
+    with psycopg.connect(buyer.dsn) as conn:
+        conn.execute("""
+            CREATE FUNCTION refuse_one_receipt() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.aggregate_id = %s AND convert_from(NEW.envelope, 'UTF8') LIKE '%%"outcome":"applied"%%' THEN
+                    RAISE EXCEPTION 'no receipt today';
+                END IF;
+                RETURN NEW;
+            END $$""".replace("%s", f"'{first.event_id}'"))
+        conn.execute("CREATE TRIGGER refuse_one_receipt BEFORE INSERT ON b2b_events "
+                     "FOR EACH ROW EXECUTE FUNCTION refuse_one_receipt()")
+    dispositions = await deliver(buyer, outbox_message(seller, first), outbox_message(seller, second))
+    assert [(d.outcome, d.reason) for d in dispositions] == [("rejected", "apply.refused"), ("applied", None)]
+    assert [row[0] for row in purchase_orders(buyer)] == ["SO-1021"]
+    assert buyer.fetch("SELECT reason FROM b2b_quarantine") == [("apply.refused",)]
+    assert sorted(buyer.fetch("SELECT outcome FROM b2b_inbox")) == [("applied",), ("rejected",)]
+    assert buyer.fetch("SELECT aggregate_id, last_sequence FROM b2b_inbound_sequences ORDER BY aggregate_id") == [
+        ("SO-1020", 1), ("SO-1021", 1)]
+    assert [(event_id, outcome) for event_id, outcome, _ in receipts_sent(buyer)] == [
+        (str(first.event_id), "rejected"), (str(second.event_id), "applied")]
