@@ -11,7 +11,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import psycopg
 
@@ -124,7 +123,3 @@ def drop_database(admin_dsn: str, name: str) -> None:
 def database_exists(admin_dsn: str, name: str) -> bool:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
-def migrations_folder(package: str) -> Path:
-    return Path(str(resources.files(package) / "migrations"))
