@@ -211,19 +211,28 @@ def _cost(items: list[tuple[int, ItemSeed]], item_id: int) -> str:
 TRADE_ORDER_STEPS: tuple[tuple[str, ...], ...] = ((), ("confirm",), ("confirm", "ship"))
 
 
-def seed_trade_orders(http: httpx.Client, buyer: str, skus: Sequence[str]) -> int:
-    """Sales orders from the seller (`http`) to its customer linked to tenant `buyer`, for the
-    items `skus`, through the API: each change becomes an outbox event for the buyer. Returns
-    how many orders were created."""
-    customers = _ok(http.get("/api/v1/customers", params={"limit": 500}), "customers")["items"]
-    customer = next((c for c in customers if c.get("partner_tenant_id") == buyer and c.get("active", True)), None)
-    if customer is None:
-        raise SeedError(f"no customer is linked to partner tenant {buyer!r}")
+def _trade_references(
+    http: httpx.Client, parties: str, partner: str, skus: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """What an order with `partner` needs: our active customer or supplier (`parties`) linked to
+    it, our items by SKU (all of `skus` must exist) and a warehouse. Raises SeedError."""
+    rows = _ok(http.get(f"/api/v1/{parties}", params={"limit": 500}), parties)["items"]
+    party = next((r for r in rows if r.get("partner_tenant_id") == partner and r.get("active", True)), None)
+    if party is None:
+        raise SeedError(f"no {parties[:-1]} is linked to partner tenant {partner!r}")
     items = {i["sku"]: i for i in _ok(http.get("/api/v1/items", params={"limit": 500}), "items")["items"]}
     missing = [sku for sku in skus if sku not in items]
     if missing:
         raise SeedError(f"no item with SKU {', '.join(missing)}")
     warehouse = _ok(http.get("/api/v1/warehouses", params={"limit": 1}), "warehouses")["items"][0]
+    return party, items, warehouse
+
+
+def seed_trade_orders(http: httpx.Client, buyer: str, skus: Sequence[str]) -> int:
+    """Sales orders from the seller (`http`) to its customer linked to tenant `buyer`, for the
+    items `skus`, through the API: each change becomes an outbox event for the buyer. Returns
+    how many orders were created."""
+    customer, items, warehouse = _trade_references(http, "customers", buyer, skus)
     for n, steps in enumerate(TRADE_ORDER_STEPS):
         order = _ok(http.post("/api/v1/sales-orders", json={
             "customer_id": customer["id"], "warehouse_id": warehouse["id"], "currency": "EUR",
@@ -239,15 +248,7 @@ def seed_trade_orders(http: httpx.Client, buyer: str, skus: Sequence[str]) -> in
 def seed_trade_purchase_order(http: httpx.Client, seller: str, skus: Sequence[str]) -> dict[str, Any]:
     """A purchase order from the buyer (`http`) to its supplier linked to tenant `seller`, for
     the buyer's items `skus`: it becomes a sales order at the seller."""
-    suppliers = _ok(http.get("/api/v1/suppliers", params={"limit": 500}), "suppliers")["items"]
-    supplier = next((s for s in suppliers if s.get("partner_tenant_id") == seller and s.get("active", True)), None)
-    if supplier is None:
-        raise SeedError(f"no supplier is linked to partner tenant {seller!r}")
-    items = {i["sku"]: i for i in _ok(http.get("/api/v1/items", params={"limit": 500}), "items")["items"]}
-    missing = [sku for sku in skus if sku not in items]
-    if missing:
-        raise SeedError(f"no item with SKU {', '.join(missing)}")
-    warehouse = _ok(http.get("/api/v1/warehouses", params={"limit": 1}), "warehouses")["items"][0]
+    supplier, items, warehouse = _trade_references(http, "suppliers", seller, skus)
     return _ok(http.post("/api/v1/purchase-orders", json={
         "supplier_id": supplier["id"], "warehouse_id": warehouse["id"], "currency": "EUR",
         "reference": f"demo purchase from {seller}",
