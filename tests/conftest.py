@@ -24,6 +24,7 @@ from yggdrasil import db
 from yggdrasil.settings import Settings
 
 TEMPLATE_DB = "ygg_tenant_template"
+CENTRAL_TEMPLATE_DB = "ygg_central_template"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +56,27 @@ def tenant_dsn(pg_admin_dsn: str, tenant_template: str) -> Iterator[str]:
     """A fresh, migrated tenant database for this test."""
     name = f"ygg_test_{uuid.uuid4().hex[:12]}"
     db.create_database(pg_admin_dsn, name, template=tenant_template)
+    try:
+        yield db.dsn_with_database(pg_admin_dsn, name)
+    finally:
+        db.drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def central_template(pg_admin_dsn: str) -> str:
+    from yggdrasil.central import PACKAGE
+
+    db.drop_database(pg_admin_dsn, CENTRAL_TEMPLATE_DB)
+    db.create_database(pg_admin_dsn, CENTRAL_TEMPLATE_DB)
+    db.apply_migrations(db.dsn_with_database(pg_admin_dsn, CENTRAL_TEMPLATE_DB), PACKAGE)
+    return CENTRAL_TEMPLATE_DB
+
+
+@pytest.fixture
+def central_dsn(pg_admin_dsn: str, central_template: str) -> Iterator[str]:
+    """A fresh, migrated `ygg_central` database (mesh registry and portal) for this test."""
+    name = f"ygg_central_test_{uuid.uuid4().hex[:12]}"
+    db.create_database(pg_admin_dsn, name, template=central_template)
     try:
         yield db.dsn_with_database(pg_admin_dsn, name)
     finally:

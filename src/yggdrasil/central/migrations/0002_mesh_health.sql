@@ -1,0 +1,2 @@
+-- Reserved for the mesh server (health history, admin tokens, registry version).
+SELECT 1;

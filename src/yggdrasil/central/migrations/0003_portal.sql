@@ -1,0 +1,2 @@
+-- Reserved for the customer portal.
+SELECT 1;
