@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     broker_duplicate_window_seconds: float = Field(24 * 3600.0, gt=0)
     broker_stream_replicas: int = Field(1, ge=1, le=5)
 
+    # -- coordination plane: the `ygg_central` database of the mesh server and the portal -----
+    central_dsn: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/ygg_central", description="the coordination plane's PostgreSQL"
+    )
+
+    # -- mesh server (`ygg mesh serve`) ------------------------------------------------------
+    mesh_url: str | None = Field(None, description="the mesh server a sidecar syncs its partner registry from")
+
+    # -- customer portal (`ygg portal serve`) ------------------------------------------------
+
+    # -- backups (`ygg backup`, `ygg restore`) -------------------------------------------------
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
