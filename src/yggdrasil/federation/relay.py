@@ -1,11 +1,14 @@
 """The inbound relay: events addressed to this tenant, from the broker into the database.
 
-For each fetched batch, one database transaction; inside it, one savepoint per message, so a
-bad message does not sink the batch. A message leaves with an explicit verb, always after the
-commit: `ack` when its outcome is recorded (applied, duplicate, held, awaiting approval,
-rejected with a receipt), `term` when it failed a check and sits in quarantine (the row is then
-the only copy: it is committed before the broker forgets the message), `nak` with a delay when
-the database is unavailable (nothing was recorded; the broker redelivers).
+For each fetched batch, one database transaction. The batch's common case (new events, in
+sequence, that simply apply, and receipts) goes first, a group per source and module with one
+statement per kind of row (batch.py); everything else follows one message at a time, each in
+its own savepoint, so a bad message does not sink the batch. A message leaves with an explicit
+verb, always after the commit: `ack` when its outcome is recorded (applied, duplicate, held,
+awaiting approval, rejected with a receipt), `term` when it failed a check and sits in
+quarantine (the row is then the only copy: it is committed before the broker forgets the
+message), `nak` with a delay when the database is unavailable (nothing was recorded; the broker
+redelivers).
 
 The checks, in order: the subject names an event for us; the subject's source is a registered,
 active partner; the envelope decodes (size, JSON, schema version, fields, type, payload
@@ -43,6 +46,7 @@ from yggdrasil.events.envelope import DEFAULT_MAX_BYTES, Envelope
 from yggdrasil.events.errors import EventRejected
 from yggdrasil.events.signing import verify_envelope
 from yggdrasil.federation.backoff import Backoff
+from yggdrasil.federation.batch import Inbound, apply_common_case
 from yggdrasil.federation.errors import (
     ApplyRefused,
     InternalError,
@@ -80,6 +84,9 @@ class Disposition:
     verb: Literal["ack", "term"]
     outcome: Outcome
     reason: str | None = None
+
+
+_APPLIED = Disposition("ack", "applied")
 
 
 @dataclass(frozen=True)
@@ -224,12 +231,20 @@ async def apply_inbound_batch(
     then tells the broker. Raises only for a transient database error (see TRANSIENT_ERRORS),
     after which nothing of the batch may be committed."""
     partners = await load_partners(conn)
+    # The common case first, a group of events at a time (batch.py); the rest, one by one.
+    verified = []
+    for index, message in enumerate(messages):
+        with contextlib.suppress(EventRejected):
+            verified.append(Inbound(index, *verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)))
+    applied = await apply_common_case(conn, verified, tenant_id=ctx.tenant_id, signing_key=ctx.signing_key,
+                                      max_bytes=ctx.max_bytes)
     # Pipeline mode: a statement whose result the code does not read (the savepoint, its
     # release, advancing a sequence, the receipt's row) travels with the next one that is read,
     # instead of costing a round trip of its own. Every message still ends with a sync, inside
     # its savepoint, so an error is always the message's own (see _savepoint).
     async with conn.pipeline() as pipeline:
-        return [await _handle(conn, message, partners, ctx, pipeline) for message in messages]
+        return [_APPLIED if index in applied else await _handle(conn, message, partners, ctx, pipeline)
+                for index, message in enumerate(messages)]
 
 
 @contextlib.asynccontextmanager
