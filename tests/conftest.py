@@ -119,7 +119,7 @@ def create_role_tokens(dsn: str) -> dict[str, str]:
     from yggdrasil.tenant.auth import ROLES, create_token
 
     with psycopg.connect(dsn) as conn:
-        return {role: create_token(conn, f"{role}-user", role) for role in ROLES}
+        return {role: create_token(conn, f"{role}-user", role, tenant_id="acme") for role in ROLES}
 
 
 @asynccontextmanager
@@ -176,7 +176,7 @@ def tenant_server_process(dsn: str, log_dir: Path, **env_overrides: str) -> Iter
 
     port = free_port()
     with psycopg.connect(dsn) as conn:
-        token = create_token(conn, "admin-user", "admin")
+        token = create_token(conn, "admin-user", "admin", tenant_id=env_overrides.get("YGG_TENANT_ID", "acme"))
     env = {**os.environ, "YGG_TENANT_DSN": dsn, "YGG_PORT": str(port), "YGG_TENANT_ID": "acme",
            "YGG_LOG_JSON": "true", **env_overrides}
     log_path = log_dir / f"tenant-{port}.log"

@@ -94,10 +94,58 @@ class Settings(BaseSettings):
 
     # -- mesh server (`ygg mesh serve`) ------------------------------------------------------
     mesh_url: str | None = Field(None, description="the mesh server a sidecar syncs its partner registry from")
+    mesh_host: str = "127.0.0.1"
+    mesh_port: int = Field(8100, ge=0, le=65535)
+    mesh_pool_max_size: int = Field(10, ge=1)
+    # Off on extra copies of the mesh server, so that only one of them polls the tenants.
+    mesh_health_enabled: bool = True
+    mesh_health_interval_seconds: float = Field(10.0, gt=0, description="how often each active tenant's /health is polled")
+    mesh_health_timeout_seconds: float = Field(5.0, gt=0, description="a /health poll with no answer by then counts as down")
+    # An answer slower than this counts as degraded even when the tenant says ok.
+    mesh_health_slow_ms: float = Field(2000.0, gt=0)
+    mesh_health_history_days: float = Field(7.0, gt=0, description="health checks older than this are pruned")
+    # How long the API proxy waits for the tenant (to connect, and between bytes of the answer).
+    mesh_proxy_timeout_seconds: float = Field(30.0, gt=0)
+    # The sidecar's registry sync (active when mesh_url is set).
+    registry_sync_interval_seconds: float = Field(30.0, gt=0)
+    registry_sync_timeout_seconds: float = Field(10.0, gt=0)
+    # While the mesh is unreachable, retries back off from the interval up to this.
+    registry_sync_backoff_max_seconds: float = Field(300.0, gt=0)
 
     # -- customer portal (`ygg portal serve`) ------------------------------------------------
+    portal_host: str = "127.0.0.1"
+    portal_port: int = Field(8300, ge=0, le=65535)
+    portal_pool_max_size: int = Field(10, ge=1)
+    # The session cookie's Secure flag: on wherever the portal is served over HTTPS (behind the
+    # reverse proxy); off only for plain-http development on 127.0.0.1.
+    portal_cookie_secure: bool = False
+    portal_session_max_age_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    portal_session_idle_seconds: float = Field(12 * 3600.0, gt=0)
+    # Failed sign-ins: this many within the window lock the email (or client address) for the
+    # lockout period. Per address the bar is higher: many people may share one NAT address.
+    portal_login_max_failures: int = Field(5, ge=1)
+    portal_login_max_failures_per_address: int = Field(50, ge=1)
+    portal_login_failure_window_seconds: float = Field(900.0, gt=0)
+    portal_login_lockout_seconds: float = Field(900.0, gt=0)
+    # argon2id cost; stored hashes made with other parameters are re-hashed at the next sign-in.
+    portal_argon2_time_cost: int = Field(3, ge=1)
+    portal_argon2_memory_kib: int = Field(64 * 1024, ge=64)
+    portal_argon2_parallelism: int = Field(4, ge=1)
 
     # -- backups (`ygg backup`, `ygg restore`) -------------------------------------------------
+    backup_dir: Path = Field(Path("backups"), description="where backup runs are kept, one folder per run")
+    # What `ygg backup run` and the scheduler dump, by name: {"central": DSN, "tenant-acme": DSN}.
+    # Empty: the central database (central_dsn) and this tenant's database (tenant_dsn).
+    backup_databases: dict[str, str] = Field(default_factory=dict)
+    backup_retention_days: float = Field(14.0, gt=0)
+    backup_time_utc: str = Field("03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$",
+                                 description="the scheduler's daily run, HH:MM[:SS] in UTC")
+    # A failed scheduled run is retried this many times, waiting initial, 2x, 4x ... (capped at
+    # an hour) in between; after that the scheduler waits for the next daily slot.
+    backup_retry_attempts: int = Field(3, ge=0)
+    backup_retry_initial_seconds: float = Field(60.0, gt=0)
+    # Folder holding pg_dump / pg_restore; unset: the pgserver package's binaries, then PATH.
+    pg_bin_dir: Path | None = None
 
     @field_validator("log_level")
     @classmethod

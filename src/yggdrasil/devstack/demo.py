@@ -305,16 +305,17 @@ class DemoStack:
         self._save_state()
 
     def _admin_token(self, tenant: DemoTenant, state: dict[str, Any]) -> str:
-        from yggdrasil.tenant.auth import create_token, hash_token
+        from yggdrasil.tenant.auth import create_token, hash_token, token_tenant
 
         with psycopg.connect(self.tenant_dsn(tenant)) as conn:
             token = state.get("admin_token")
-            if token and conn.execute(
+            # A token of the older form names no tenant, so the mesh's proxy would refuse it.
+            if token and token_tenant(token) == tenant.id and conn.execute(
                 "SELECT 1 FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL "
                 "AND (expires_at IS NULL OR expires_at > now())", (hash_token(token),),
             ).fetchone():
                 return token
-            token = create_token(conn, "demo-admin", "admin", name="ygg demo")
+            token = create_token(conn, "demo-admin", "admin", name="ygg demo", tenant_id=tenant.id)
         state["admin_token"] = token
         return token
 

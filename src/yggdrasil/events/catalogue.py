@@ -8,6 +8,8 @@ the buyer reports receipt on the purchase order a seller's sales order became): 
 destination's own order in `counterpart_order_id`. `b2b.receipt` answers every event
 with what the receiver recorded; `b2b.resync.request` asks the source to replay an order's
 events from its outbox, when a gap in the sequence does not fill in time.
+`b2b.partner.departed` tells each partner that its source has left the federation (`ygg
+tenant depart`): the partner marks it departed and keeps every record it shares with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -145,6 +148,14 @@ class ResyncRequestPayload(Payload):
     from_sequence: int = Field(ge=1)
 
 
+class PartnerDepartedPayload(Payload):
+    """The source announces its own departure; `tenant_id` must be the envelope's source."""
+
+    tenant_id: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    departed_at: AwareDatetime
+    note: str = Field("", max_length=2000)
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -166,6 +177,8 @@ CATALOGUE: dict[str, EventType] = {
           for verb in ("created", "updated", "cancelled", "received")),
         EventType("b2b.receipt", ReceiptPayload, None),
         EventType("b2b.resync.request", ResyncRequestPayload, None),
+        # Its aggregate is the departing tenant itself: one event per destination, sequence 1.
+        EventType("b2b.partner.departed", PartnerDepartedPayload, "tenant"),
     ]
 }
 

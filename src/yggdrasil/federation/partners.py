@@ -61,6 +61,8 @@ async def add_partner(
     approval_policy: str = "approve",
 ) -> Partner:
     """Register a partner, or replace its key, name and policy (key rotation) and reactivate it.
+    A new row is `local`; a row the mesh's registry sync manages stays `mesh` and follows the
+    registry again at the next sync (see registry_sync.py for which source wins).
 
     Raises ValueError for a malformed tenant id, public key or policy."""
     validate_tenant_id(tenant_id)

@@ -337,6 +337,11 @@ async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelo
     if envelope.type == "b2b.resync.request":
         await mark_for_replay(conn, envelope)
         return Disposition("ack", "applied")
+    if envelope.type == "b2b.partner.departed":
+        from yggdrasil.federation.departures import record_partner_departure
+
+        return Disposition("ack", await record_partner_departure(
+            conn, envelope, partners, tenant_id=ctx.tenant_id, signing_key=ctx.signing_key, max_bytes=ctx.max_bytes))
     # Order events from here on: sales.order.* from a seller, purchasing.order.* from a buyer.
 
     cur = await conn.execute(_LOCK_SEQUENCE, key)

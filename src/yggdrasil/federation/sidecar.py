@@ -30,6 +30,7 @@ from yggdrasil.broker.streams import declared_streams_for, ensure_streams
 from yggdrasil.federation.backoff import Backoff
 from yggdrasil.federation.keys import load_signing_key
 from yggdrasil.federation.publisher import Publisher, count_pending, listen_for_outbox
+from yggdrasil.federation.registry_sync import RegistrySync
 from yggdrasil.federation.relay import Relay, RelayContext
 from yggdrasil.federation.status import SidecarStatus
 from yggdrasil.settings import Settings
@@ -100,6 +101,12 @@ async def run_sidecar(
         async with sidecar.pool:
             if settings.outbox_retention_days is not None:
                 background.append(asyncio.create_task(_prune_outbox_forever(sidecar, stop)))
+            if settings.mesh_url:
+                # Independent of the broker: the partner copy stays current while it is away.
+                sync = RegistrySync.from_settings(settings, sidecar.pool, sidecar.status.registry)
+                background.append(asyncio.create_task(sync.run(stop), name="registry-sync"))
+            else:
+                sidecar.status.registry.move("off")
             await _supervise(sidecar, stop)
     finally:
         for task in background:

@@ -59,12 +59,31 @@ class RelayStatus(LoopStatus):
 
 
 @dataclass
+class RegistrySyncStatus(LoopStatus):
+    """The partner registry sync (federation/registry_sync.py); the same facts are kept in the
+    tenant database's `b2b_registry_sync` row."""
+
+    # starting | synced | mesh_unreachable | mesh_error | database_unavailable | stopped | off
+    name: str = "registry"
+    etag: str | None = None
+    partners: int | None = None
+    last_success_at: datetime | None = None
+    consecutive_failures: int = 0
+    # Seconds until the next attempt: the interval, or the backoff delay while failing.
+    retry_delay: float | None = None
+    changed_total: int = 0
+    not_modified_total: int = 0
+
+
+@dataclass
 class SidecarStatus:
     broker: LoopStatus = field(default_factory=lambda: LoopStatus("broker"))
     publisher: PublisherStatus = field(default_factory=PublisherStatus)
     relay: RelayStatus = field(default_factory=RelayStatus)
+    registry: RegistrySyncStatus = field(default_factory=RegistrySyncStatus)
 
     def snapshot(self) -> dict[str, Any]:
         return {"broker": asdict(self.broker), "publisher": asdict(self.publisher),
                 "relay": {**asdict(self.relay), "outcomes": dict(self.relay.outcomes),
-                          "caught_up": sorted(self.relay.caught_up)}}
+                          "caught_up": sorted(self.relay.caught_up)},
+                "registry": asdict(self.registry)}

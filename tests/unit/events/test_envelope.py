@@ -220,6 +220,7 @@ def test_catalogue_holds_every_federated_event_type():
         "sales.order.created", "sales.order.updated", "sales.order.confirmed", "sales.order.shipped",
         "sales.order.cancelled", "purchasing.order.created", "purchasing.order.updated",
         "purchasing.order.cancelled", "purchasing.order.received", "b2b.receipt", "b2b.resync.request",
+        "b2b.partner.departed",
     }
 
 

@@ -1,0 +1,1 @@
+"""The mesh server's HTTP layer: app factory, routes, error mapping, metrics."""

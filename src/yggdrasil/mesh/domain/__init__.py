@@ -1,0 +1,1 @@
+"""The mesh's rules as plain data and functions: no SQL, no HTTP."""

@@ -1,0 +1,1 @@
+"""Route modules: the JSON API (`account`, `organizations`, `tickets`) and the pages (`web`)."""

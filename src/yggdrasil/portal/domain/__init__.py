@@ -1,0 +1,1 @@
+"""The portal's rules as plain data and functions: no database, no HTTP."""
