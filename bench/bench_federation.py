@@ -259,7 +259,8 @@ class Producer:
 def start_sidecar(f: Fixture, tenant: Tenant) -> tuple[subprocess.Popen, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("YGG_")}
     env.update({"YGG_TENANT_ID": tenant.id, "YGG_TENANT_DSN": tenant.dsn, "YGG_BROKER_URL": f.broker_url,
-                "YGG_SIGNING_KEY_PATH": str(tenant.key_path), "YGG_BROKER_ENSURE_STREAMS": "true"})
+                "YGG_SIGNING_KEY_PATH": str(tenant.key_path), "YGG_BROKER_ENSURE_STREAMS": "true",
+                **({"YGG_LOG_LEVEL": os.environ["YGG_BENCH_SIDECAR_LOG_LEVEL"]} if "YGG_BENCH_SIDECAR_LOG_LEVEL" in os.environ else {})})
     log = open(f.tmp / f"sidecar-{tenant.id}.log", "wb")  # noqa: SIM115 - closed in stop_sidecars
     process = subprocess.Popen([sys.executable, "-m", "yggdrasil", "sidecar", "run"], env=env, cwd=f.tmp,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -4,11 +4,14 @@ stopped with real signals. The processes the demo records in stack.json are chec
 
 The `demo` fixture starts `ygg demo` in its own session, so that a failing test can kill the
 whole tree; test modules import it (`from demo_harness import demo`). It is not in a conftest.py
-here because test modules import the root conftest by name.
+here because test modules import the root conftest by name. `running_demo` is the same as a
+context manager, for a run that several tests share (a module-scoped fixture) or a second run on
+the same state directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -113,10 +116,33 @@ def admin_client(tenant: dict[str, Any]) -> httpx.Client:
                         headers={"Authorization": f"Bearer {tenant['admin_token']}"})
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[DemoRun]:
-    state_dir = tmp_path / "demo"
-    log = tmp_path / "demo.out"
+def sell_to_bravo(acme: httpx.Client, quantity: str) -> dict[str, Any]:
+    """A confirmed sales order on acme for its customer BRAVO, of anvils (which bravo maps)."""
+    [customer] = [c for c in get_all(acme, "/api/v1/customers") if c["partner_tenant_id"] == "bravo"]
+    [anvil] = [i for i in get_all(acme, "/api/v1/items") if i["sku"] == "ACME-ANVIL"]
+    warehouse = get_all(acme, "/api/v1/warehouses")[0]
+    created = acme.post("/api/v1/sales-orders", json={
+        "customer_id": customer["id"], "warehouse_id": warehouse["id"], "currency": "EUR",
+        "lines": [{"item_id": anvil["id"], "quantity": quantity}],
+    })
+    assert created.status_code == 201, created.text
+    confirmed = acme.post(f"/api/v1/sales-orders/{created.json()['id']}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    return confirmed.json()
+
+
+def federated_order(client: httpx.Client, path: str, source: str, order_id: int) -> dict[str, Any] | None:
+    """The order at `path` (purchase-orders or sales-orders) that federated from `source`'s
+    order `order_id`, if it has arrived."""
+    for order in get_all(client, path):
+        if order["b2b_source_tenant"] == source and order["b2b_source_order_id"] == str(order_id):
+            return order
+    return None
+
+
+@contextlib.contextmanager
+def running_demo(state_dir: Path, log: Path) -> Iterator[DemoRun]:
+    """`ygg demo --no-view` in its own session; afterwards everything it started is killed."""
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [YGG, "demo", "--state-dir", str(state_dir), "--no-view"],
@@ -136,3 +162,9 @@ def demo(tmp_path: Path) -> Iterator[DemoRun]:
         for pid in recorded | set(processes_mentioning(str(state_dir))):
             if is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[DemoRun]:
+    with running_demo(tmp_path / "demo", tmp_path / "demo.out") as run:
+        yield run

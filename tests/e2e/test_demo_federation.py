@@ -142,7 +142,8 @@ def test_orders_flow_both_ways_and_survive_a_killed_sidecar(demo: DemoRun) -> No
     stack = demo.stack()
     assert stack is not None
     recorded = {name: pid for name, pid in stack["processes"].items() if pid}
-    assert set(recorded) == {"postgres", "broker", "tenant:acme", "tenant:bravo", "sidecar:acme", "sidecar:bravo"}
+    assert set(recorded) == {"postgres", "broker", "tenant:acme", "tenant:bravo", "sidecar:acme", "sidecar:bravo",
+                             "mesh", "portal"}
     demo.process.send_signal(signal.SIGTERM)
     try:
         code = demo.process.wait(STOP_TIMEOUT)

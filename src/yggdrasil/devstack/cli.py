@@ -39,19 +39,26 @@ def demo(
       - one database per tenant, migrated, with an admin token
       - an Ed25519 signing key per tenant (STATE_DIR/keys), and
         each tenant registered as partner of the others, with
-        approval `auto` (switch one with `ygg partner add
-        --approval approve`)
+        approval `auto` (once the sidecars sync from the mesh,
+        its partnerships govern these: change them there)
       - nats-server with JetStream (STATE_DIR/broker), one broker
         user per tenant, streams and consumers declared
+      - the ygg_central database; every tenant registered at the
+        mesh with an active partnership to each other one; per
+        tenant a portal organization owning it, an owner login
+        (owner@<id>.example, generated password), a subscription
+        and a sample support ticket; a mesh admin token
       - one `ygg tenant serve` and one `ygg sidecar run` per
-        tenant, on free ports
+        tenant (the sidecars sync their partners from the mesh),
+        then `ygg mesh serve` and `ygg portal serve`, on free ports
       - sample data through each tenant's API: warehouses, items
         with stock, customers, suppliers (every other tenant is
         linked as partner customer and supplier), sales and
         purchase orders in every state; buyers map sellers' SKUs
         to their items, and each tenant sends the others a few
         sales orders, which arrive there as purchase orders
-    Later runs reuse the cluster, databases, keys, ports and tokens.
+    Later runs reuse the cluster, databases, keys, ports, tokens
+    and logins.
 
     \b
     While it runs, a live table shows per tenant the outbox by
@@ -65,12 +72,16 @@ def demo(
       {"postgres": {"dsn", "pid"},
        "broker": {"url", "pid", "store_dir", "monitor_url",
                   "admin_user", "admin_password"},
-       "mesh", "portal",
+       "mesh": {"url", "pid", "admin_token", "dsn", ...},
+       "portal": {"url", "pid", "dsn", ...,
+                  "owners": [{"tenant", "organization",
+                              "email", "password"}]},
        "tenants": [{"id", "name", "url", "dsn", "admin_token",
                     "broker_user", "broker_password",
                     "signing_key_path", "public_key"}],
        "processes": {"postgres": PID, "broker": PID,
-                     "tenant:acme": PID, "sidecar:acme": PID, ...}}
+                     "tenant:acme": PID, "sidecar:acme": PID, ...,
+                     "mesh": PID, "portal": PID}}
 
     \b
     A process that dies is restarted after 1 s, 2 s, 4 s ... up

@@ -8,7 +8,7 @@ What lives in STATE_DIR:
     logs/<process>.log   one log per supervised process (tenant-acme.log, sidecar-acme.log, ...)
                          and demo.log
     demo-state.json      what a later run reuses: ports, admin tokens, broker passwords, which
-                         tenants are seeded
+                         tenants are seeded, the mesh admin token, the portal owners' passwords
     stack.json           only while the stack runs: URLs, DSNs, tokens and pids, for scripts
 
 The first run creates one database per tenant, migrates it and seeds sample data through the
@@ -20,6 +20,12 @@ so orders flow without a person), buyers map the sellers' SKUs to their own item
 seller sends each partner a few sales orders, which arrive there as purchase orders. The
 broker runs with one user per tenant (broker/permissions.py); streams and consumers are
 declared with its admin user before the sidecars start.
+
+The coordination plane runs too: the `ygg_central` database on the same PostgreSQL, the mesh
+server and the customer portal (stage 40). Every tenant is in the mesh registry with an active
+partnership to each other one, and the sidecars sync their partner copy from the mesh (and
+trade on that copy while the mesh is down). Each tenant has an organization in the portal that
+owns it, with an owner login, a subscription and a sample ticket.
 """
 
 from __future__ import annotations
@@ -49,7 +55,12 @@ from yggdrasil.devstack.nats import EmbeddedNats
 from yggdrasil.devstack.postgres import EmbeddedPostgres
 from yggdrasil.devstack.ports import free_port
 from yggdrasil.devstack.seed import (
+    PortalOwner,
+    RegistryTenant,
     SeedError,
+    owner_email,
+    register_in_mesh,
+    seed_portal_organization,
     seed_tenant,
     seed_trade_orders,
     seed_trade_purchase_order,
@@ -65,6 +76,8 @@ from yggdrasil.devstack.supervisor import (
 )
 from yggdrasil.devstack.view import ActivityMonitor, ChangeLogger, ProcessState, StackActivity, render_activity
 from yggdrasil.federation.keys import SigningKeyError
+from yggdrasil.mesh.errors import MeshError
+from yggdrasil.portal.errors import PortalError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,6 +88,12 @@ HOST = "127.0.0.1"
 STACK_FILE = "stack.json"
 STATE_FILE = "demo-state.json"
 TENANT_MIGRATIONS = "yggdrasil.tenant"
+CENTRAL_DATABASE = "ygg_central"
+CENTRAL_MIGRATIONS = "yggdrasil.central"
+# The sidecars' registry sync: shorter than the default 30 s (and backing off to 15 s at most
+# while the mesh is down), so that a change at the mesh shows within seconds in the demo.
+REGISTRY_SYNC_INTERVAL_SECONDS = 5.0
+REGISTRY_SYNC_BACKOFF_MAX_SECONDS = 15.0
 # Extra tenants beyond the first two, for `--tenants N`.
 EXTRA_TENANT_IDS = ("charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett")
 
@@ -95,6 +114,11 @@ class DemoTenant:
     @property
     def log_name(self) -> str:
         return f"tenant-{self.id}.log"
+
+    @property
+    def organization(self) -> str:
+        """The slug of the portal organization that owns the tenant."""
+        return self.id
 
     @property
     def sidecar_name(self) -> str:
@@ -215,6 +239,8 @@ class DemoStack:
         self.state = _read_json(self.state_file)
         self.state.setdefault("tenants", {})
         self.state.setdefault("broker", {})
+        self.state.setdefault("mesh", {})
+        self.state.setdefault("portal", {}).setdefault("owners", {})
         self.keys = state_dir / "keys"
         self.public_keys: dict[str, str] = {}
         self.guard = SignalGuard()
@@ -257,6 +283,28 @@ class DemoStack:
 
     def partners_of(self, tenant: DemoTenant) -> list[DemoTenant]:
         return [t for t in self.tenants if t.id != tenant.id]
+
+    @property
+    def central_dsn(self) -> str:
+        assert self.postgres is not None
+        return self.postgres.dsn(CENTRAL_DATABASE)
+
+    @property
+    def mesh_url(self) -> str:
+        return f"http://{HOST}:{self.ports['mesh']}"
+
+    @property
+    def portal_url(self) -> str:
+        return f"http://{HOST}:{self.ports['portal']}"
+
+    def portal_owner(self, tenant: DemoTenant) -> PortalOwner:
+        owners = self.state["portal"]["owners"]
+        if tenant.id not in owners:
+            from yggdrasil.portal.domain.accounts import generate_password
+
+            owners[tenant.id] = {"email": owner_email(tenant.id), "password": generate_password()}
+        entry = owners[tenant.id]
+        return PortalOwner(tenant.id, tenant.organization, entry["email"], entry["password"])
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -346,28 +394,116 @@ class DemoStack:
         return ProcessSpec(
             name=tenant.sidecar_name,
             argv=[sys.executable, "-m", "yggdrasil", "sidecar", "run"],
-            env=self.federation_env(tenant),
+            # The sidecar syncs its partner registry from the mesh (which starts one stage later:
+            # the first sync fails and is retried, trading runs on the copy meanwhile).
+            env={**self.federation_env(tenant), "YGG_MESH_URL": self.mesh_url,
+                 "YGG_REGISTRY_SYNC_INTERVAL_SECONDS": str(REGISTRY_SYNC_INTERVAL_SECONDS),
+                 "YGG_REGISTRY_SYNC_BACKOFF_MAX_SECONDS": str(REGISTRY_SYNC_BACKOFF_MAX_SECONDS)},
             log_file=self.logs / tenant.sidecar_log_name,
             stage=30,
             # The sidecar lets both loops finish their batch on SIGTERM (up to 10 s).
             stop_timeout=15.0,
         )
 
-    def start_tenants(self) -> None:
-        """Tenant servers (stage 20), then one sidecar per tenant (stage 30)."""
+    def central_env(self) -> dict[str, str]:
+        return {"YGG_CENTRAL_DSN": self.central_dsn}
+
+    def mesh_spec(self) -> ProcessSpec:
+        port = self.ports["mesh"]
+        return ProcessSpec(
+            name="mesh",
+            argv=[sys.executable, "-m", "yggdrasil", "mesh", "serve", "--host", HOST, "--port", str(port),
+                  "--dsn", self.central_dsn, "--no-migrate"],  # migrated by prepare_central
+            env={**self.central_env(), "YGG_MESH_HOST": HOST, "YGG_MESH_PORT": str(port)},
+            log_file=self.logs / "mesh.log",
+            health_url=f"{self.mesh_url}/health",
+            # After the tenant servers it polls, before the sidecars that sync from it.
+            stage=25,
+        )
+
+    def portal_spec(self) -> ProcessSpec:
+        port = self.ports["portal"]
+        return ProcessSpec(
+            name="portal",
+            argv=[sys.executable, "-m", "yggdrasil", "portal", "serve", "--host", HOST, "--port", str(port),
+                  "--dsn", self.central_dsn, "--no-migrate"],
+            env={**self.central_env(), "YGG_PORTAL_HOST": HOST, "YGG_PORTAL_PORT": str(port)},
+            log_file=self.logs / "portal.log",
+            health_url=f"{self.portal_url}/health",
+            stage=40,
+        )
+
+    def start_processes(self) -> None:
+        """Tenant servers (stage 20), the mesh server (25: it polls the tenants' health, and the
+        sidecars sync their partner registry from it), one sidecar per tenant (30), the portal (40)."""
         assert self.supervisor is not None
         for tenant in self.tenants:
             self.supervisor.add(self.tenant_spec(tenant))
             self.supervisor.add(self.sidecar_spec(tenant))
-        # Later issues add their processes here, one spec each, e.g. stage 40 for the mesh
-        # server and portal.
+        self.supervisor.add(self.mesh_spec())
+        self.supervisor.add(self.portal_spec())
         self.supervisor.start_all()
+
+    # -- the coordination plane -------------------------------------------------------------------
+
+    def prepare_central(self, sample_ticket: bool = True) -> None:
+        """The `ygg_central` database (created if missing, migrated), ports for the mesh and the
+        portal, a mesh admin token, every tenant in the mesh registry with an active partnership
+        between each pair, and per tenant a portal organization owning it with an owner login,
+        a subscription and (with `sample_ticket`) a sample ticket. Only what is missing is added."""
+        assert self.postgres is not None
+        admin_dsn = self.postgres.dsn()
+        if not db.database_exists(admin_dsn, CENTRAL_DATABASE):
+            db.create_database(admin_dsn, CENTRAL_DATABASE)
+            log.info("created database %s", CENTRAL_DATABASE)
+        applied = db.apply_migrations(self.central_dsn, CENTRAL_MIGRATIONS)
+        if applied:
+            log.info("%s: applied migrations %s", CENTRAL_DATABASE, ", ".join(f"{m.version:04d}" for m in applied))
+        for name in ("mesh", "portal"):
+            self.ports[name] = _reuse_port(self.state[name].get("port"), self.claimed_ports)
+            self.state[name]["port"] = self.ports[name]
+        self.state["mesh"]["admin_token"] = self._mesh_admin_token(self.state["mesh"].get("admin_token"))
+        owners = [self.portal_owner(t) for t in self.tenants]
+        self._save_state()
+        asyncio.run(self._seed_central(owners, sample_ticket))
+
+    def _mesh_admin_token(self, token: str | None) -> str:
+        """The token of the last run if it is still valid (not revoked), else a new one."""
+        from yggdrasil.mesh.adapters.admin_tokens import create_admin_token, hash_token
+
+        with psycopg.connect(self.central_dsn) as conn:
+            if token and conn.execute("SELECT 1 FROM mesh_admin_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+                                      (hash_token(token),)).fetchone():
+                return token
+            log.info("created a mesh admin token")
+            return create_admin_token(conn, "ygg demo")
+
+    async def _seed_central(self, owners: list[PortalOwner], sample_ticket: bool) -> None:
+        from yggdrasil.portal.adapters import connect
+        from yggdrasil.portal.domain.accounts import Passwords
+        from yggdrasil.settings import Settings
+
+        entries = [RegistryTenant(t.id, t.name, self.tenant_url(t), self.public_keys[t.id],
+                                  # where the broker password is kept, never the password
+                                  broker_credentials_ref=f"{self.state_file}#tenants.{t.id}.broker_password")
+                   for t in self.tenants]
+        settings = Settings()
+        passwords = Passwords(settings.portal_argon2_time_cost, settings.portal_argon2_memory_kib,
+                              settings.portal_argon2_parallelism)
+        async with await connect(self.central_dsn) as conn:
+            for line in await register_in_mesh(conn, entries):
+                log.info("mesh: %s", line)
+            for tenant, owner in zip(self.tenants, owners, strict=True):
+                for line in await seed_portal_organization(conn, passwords, tenant.id, tenant.name, owner,
+                                                           sample_ticket=sample_ticket):
+                    log.info("portal: %s", line)
 
     # -- federation -------------------------------------------------------------------------------
 
     def prepare_federation(self) -> None:
         """A signing key per tenant (kept in STATE_DIR/keys), broker passwords, and every tenant
-        registered in the others' partner registry with its public key."""
+        registered in the others' partner registry with its public key. Once the sidecars have
+        synced from the mesh, the mesh's partnerships govern these rows (source `mesh`)."""
         from yggdrasil.events.signing import encode_public_key, generate_keypair
         from yggdrasil.federation.keys import load_signing_key, write_signing_key
 
@@ -556,8 +692,8 @@ class DemoStack:
             "postgres": {"dsn": self.postgres.dsn(), "pid": pids.get("postgres"), "host": HOST,
                          "port": self.postgres.port, "data_dir": str(self.postgres.data_dir)},
             "broker": self.broker_document(pids.get("broker")),
-            "mesh": None,
-            "portal": None,
+            "mesh": self.mesh_document(pids.get("mesh")),
+            "portal": self.portal_document(pids.get("portal")),
             "tenants": [
                 {"id": t.id, "name": t.name, "url": self.tenant_url(t), "dsn": self.tenant_dsn(t),
                  "admin_token": self.tokens[t.id], "database": t.database,
@@ -578,6 +714,23 @@ class DemoStack:
         return {"url": self.broker.url, "pid": pid, "store_dir": str(self.broker.store_dir),
                 "monitor_url": f"http://{HOST}:{self.broker.monitor_port}", "log": str(self.broker.log_path),
                 "admin_user": ADMIN_USER, "admin_password": self.broker_admin_password}
+
+    def mesh_document(self, pid: int | None) -> dict[str, Any] | None:
+        if "mesh" not in self.ports:
+            return None
+        return {"url": self.mesh_url, "pid": pid, "health_url": f"{self.mesh_url}/health",
+                "docs_url": f"{self.mesh_url}/docs", "admin_token": self.state["mesh"]["admin_token"],
+                "dsn": self.central_dsn, "log": str(self.logs / "mesh.log")}
+
+    def portal_document(self, pid: int | None) -> dict[str, Any] | None:
+        if "portal" not in self.ports:
+            return None
+        return {"url": self.portal_url, "pid": pid, "health_url": f"{self.portal_url}/health",
+                "docs_url": f"{self.portal_url}/docs", "dsn": self.central_dsn,
+                "log": str(self.logs / "portal.log"),
+                "owners": [{"tenant": t.id, "organization": owner.organization, "email": owner.email,
+                            "password": owner.password}
+                           for t in self.tenants for owner in [self.portal_owner(t)]]}
 
     def _changed(self) -> None:
         """After every start, restart and death of a child."""
@@ -670,17 +823,23 @@ def _print_summary(stack: DemoStack, console: Console) -> None:
     say(f"  PostgreSQL  {document['postgres']['dsn']}  pid {document['postgres']['pid']}")
     broker = document["broker"]
     say(f"  broker      {broker['url']}  pid {broker['pid']}  monitoring {broker['monitor_url']}")
+    mesh, portal = document["mesh"], document["portal"]
+    say(f"  mesh        {mesh['url']}  API docs {mesh['docs_url']}  pid {mesh['pid']}")
+    say(f"      admin token  {mesh['admin_token']}")
+    say(f"  portal      {portal['url']}  pid {portal['pid']}")
+    for owner in portal["owners"]:
+        say(f"      sign in  {owner['email']}  password {owner['password']}  (owner of {owner['organization']})")
     say(f"  stack.json  {stack.stack_file}")
     say(f"  logs        {stack.logs}/")
     first = document["tenants"][0]
     say(f"  try         curl -H 'Authorization: Bearer {first['admin_token']}' "
         f"{first['url']}/api/v1/sales-orders")
+    say(f"  mesh        curl -H 'Authorization: Bearer {mesh['admin_token']}' {mesh['url']}/api/v1/health/tenants")
     if len(document["tenants"]) > 1:
         second = document["tenants"][1]
-        say(f"  partners    approve automatically. To make {second['id']} wait for a person before "
-            f"{first['id']}'s orders create records:")
-        say(f"              ygg partner add --tenant {first['id']} --name '{first['name']}' "
-            f"--public-key {first['public_key']} --approval approve --dsn '{second['dsn']}'")
+        say(f"  partners    approve automatically: the partnerships are the mesh's, synced to the sidecars. To make "
+            f"{first['id']} and {second['id']} wait for a person, end theirs at the mesh and propose it again "
+            f"with approval_policy approve ({mesh['url']}/api/v1/partnerships, see {mesh['docs_url']})")
     say(f"  broker      YGG_BROKER_URL={broker['url']} YGG_BROKER_ADMIN_PASSWORD={broker['admin_password']} "
         "ygg broker check")
     say("[bold]Ctrl-C stops everything.[/bold]")
@@ -715,8 +874,9 @@ def run_demo(state_dir: Path, tenants: int | Sequence[DemoTenant] = 2, seed: boo
         stack.start_postgres()
         stack.prepare_tenant_databases()
         stack.prepare_federation()
+        stack.prepare_central(sample_ticket=seed)
         stack.start_broker()
-        stack.start_tenants()
+        stack.start_processes()
         if seed:
             stack.seed()
             stack.seed_trade()
@@ -728,7 +888,7 @@ def run_demo(state_dir: Path, tenants: int | Sequence[DemoTenant] = 2, seed: boo
     except Shutdown as stop:
         log.info("received %s; stopping everything", stop)
     except (StartupFailed, SeedError, psycopg.Error, db.MigrationError, httpx.HTTPError, OSError, NatsError,
-            SigningKeyError) as exc:
+            SigningKeyError, MeshError, PortalError) as exc:
         log.error("the demo stack could not start: %s", exc)
         code = 1
     finally:

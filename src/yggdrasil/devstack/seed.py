@@ -4,17 +4,30 @@ rows, validation and, later, outbox events exactly as a user's data would).
 Every tenant gets two warehouses, a catalogue with stock, local customers and suppliers, every
 other demo tenant as both a customer and a supplier (linked by `partner_tenant_id`, so their
 orders can federate), and a few sales and purchase orders in each state.
+
+The coordination plane (`ygg_central`) is seeded through the mesh's registry adapter and the
+portal's services, the code the mesh API, the portal and their CLIs run: every demo tenant in
+the registry with an active partnership between each pair (`register_in_mesh`), and per tenant
+an organization owning it, an owner who can sign in, a subscription and a sample support ticket
+(`seed_portal_organization`). Both only add what is missing, so they run on every start.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from yggdrasil.portal.domain.accounts import Passwords
 
 log = logging.getLogger(__name__)
 
@@ -255,3 +268,142 @@ def seed_trade_purchase_order(http: httpx.Client, seller: str, skus: Sequence[st
         "lines": [{"item_id": items[sku]["id"], "quantity": str(2 + i), "unit_price": items[sku]["cost"]}
                   for i, sku in enumerate(skus)],
     }), f"purchase order to {seller}")
+
+
+# -- the coordination plane: mesh registry and portal ----------------------------------------
+
+# What the demo's partnerships cover, and how documents from a partner are taken: at once, as
+# the demo's local partner rows had it before the mesh existed.
+PARTNERSHIP_MODULES = ("sales", "purchasing", "b2b")
+PARTNERSHIP_POLICY = "auto"
+# The organizations' trial subscription: business allows 50 seats, room to invite people.
+PORTAL_PLAN = "business"
+SAMPLE_TICKET = (
+    "Welcome to the Yggdrasil demo",
+    "A sample support ticket, opened by `ygg demo` when it created this organization. "
+    "Comment on it, assign it to an admin or close it.",
+)
+
+
+@dataclass(frozen=True)
+class RegistryTenant:
+    """A demo tenant as the mesh registry knows it."""
+
+    id: str
+    name: str
+    api_url: str
+    public_key: str
+    broker_credentials_ref: str = ""
+
+
+async def register_in_mesh(conn: AsyncConnection, tenants: Sequence[RegistryTenant]) -> list[str]:
+    """Register each tenant in the mesh registry, or bring its entry up to date (the demo's
+    ports and keys can change between runs), and give every pair an active partnership.
+
+    What someone changed on purpose stays: a tenant's status (suspended, departed), and any
+    partnership a pair already has, whatever its status or policy. Returns what it did, one
+    line each, for the log."""
+    from yggdrasil.mesh.adapters import registry
+    from yggdrasil.mesh.errors import MeshError, NotFound
+
+    done: list[str] = []
+    for tenant in tenants:
+        wanted = {"name": tenant.name, "api_url": tenant.api_url, "public_key": tenant.public_key,
+                  "broker_credentials_ref": tenant.broker_credentials_ref}
+        try:
+            current = await registry.get_tenant(conn, tenant.id)
+        except NotFound:
+            await registry.register_tenant(conn, tenant_id=tenant.id, **wanted)
+            done.append(f"registered tenant {tenant.id} at {tenant.api_url}")
+            continue
+        changes = {field: value for field, value in wanted.items() if current[field] != value}
+        if not changes:
+            continue
+        if current["status"] == "departed":
+            log.warning("%s departed from the mesh; its registry entry is left as it is", tenant.id)
+            continue
+        await registry.update_tenant(conn, tenant.id, **changes)
+        done.append(f"updated tenant {tenant.id}: {', '.join(sorted(changes))}")
+
+    ids = sorted(t.id for t in tenants)
+    for low, high in itertools.combinations(ids, 2):
+        existing = [p for p in await registry.list_partnerships(conn, tenant_id=low, limit=1000)
+                    if {p["tenant_low"], p["tenant_high"]} == {low, high}]
+        if existing:
+            continue
+        try:
+            proposal = await registry.propose_partnership(
+                conn, proposed_by=low, partner=high, modules=list(PARTNERSHIP_MODULES),
+                approval_policy=PARTNERSHIP_POLICY)
+            await registry.act_on_partnership(conn, proposal["id"], "accept", by=high)
+        except MeshError as exc:  # e.g. one of them is suspended at the mesh
+            log.warning("no partnership between %s and %s: %s", low, high, exc.message)
+            continue
+        done.append(f"partnership {proposal['id']} {low} <-> {high} active (approval {PARTNERSHIP_POLICY})")
+    return done
+
+
+@dataclass(frozen=True)
+class PortalOwner:
+    """The portal login the demo makes for a tenant's organization."""
+
+    tenant_id: str
+    organization: str  # slug
+    email: str
+    password: str
+
+
+def owner_email(tenant_id: str) -> str:
+    return f"owner@{tenant_id}.example"
+
+
+async def seed_portal_organization(conn: AsyncConnection, passwords: Passwords, tenant_id: str, tenant_name: str,
+                                   owner: PortalOwner, sample_ticket: bool = True) -> list[str]:
+    """For one demo tenant: its organization (slug = tenant id, trial subscription) owning the
+    tenant's registry entry, `owner` as the organization's owner who signs in with
+    `owner.password`, and (with `sample_ticket`) a support ticket if the organization has none.
+
+    A tenant already owned by another organization stays there. The owner's password is set
+    back to `owner.password` if it no longer matches, so the logins `ygg demo` prints always
+    work. `conn`: autocommit with dict rows (yggdrasil.portal.adapters.connect). Returns what
+    it did, one line each, for the log."""
+    from yggdrasil.portal import services
+    from yggdrasil.portal.adapters import accounts as account_rows
+    from yggdrasil.portal.adapters import organizations as org_rows
+    from yggdrasil.portal.adapters import tickets as ticket_rows
+    from yggdrasil.portal.domain.accounts import email_key
+
+    done: list[str] = []
+    slug = owner.organization
+    org = await org_rows.organization_by_slug(conn, slug)
+    if org is None:
+        org = await services.create_organization(conn, tenant_name, slug, plan=PORTAL_PLAN)
+        done.append(f"organization {slug} with a {PORTAL_PLAN} trial subscription")
+
+    cur = await conn.execute("SELECT organization_id FROM tenants WHERE id = %s", (tenant_id,))
+    row = await cur.fetchone()
+    if row is not None and row["organization_id"] is None:
+        await services.attach_tenant(conn, slug, tenant_id)
+        done.append(f"tenant {tenant_id} owned by organization {slug}")
+
+    user = await account_rows.user_by_email(conn, email_key(owner.email))
+    if user is None:
+        user = await services.create_user(conn, passwords, owner.email, f"{tenant_name} owner", owner.password)
+        done.append(f"user {owner.email}")
+    else:
+        matches, _ = await asyncio.to_thread(passwords.verify, user["password_hash"], owner.password)
+        if not matches:
+            new_hash = await asyncio.to_thread(passwords.hash, owner.password)
+            async with conn.transaction():
+                await account_rows.set_password_hash(conn, user["id"], new_hash)
+                await org_rows.record_event(conn, None, user["id"], "user.password_changed", by="ygg demo")
+            done.append(f"password of {owner.email} set back to the demo's")
+    if await org_rows.member(conn, org["id"], user["id"]) is None:
+        await services.add_member_as_operator(conn, slug, user["id"], "owner")
+        done.append(f"{owner.email} owner of {slug}")
+
+    if sample_ticket and not await ticket_rows.tickets(conn, org["id"], None, 0, 1):
+        actor = services.Actor(user["id"], user["email"], user["display_name"])
+        ticket = await services.open_ticket(conn, actor, slug, *SAMPLE_TICKET)
+        done.append(f"sample ticket {ticket['id']} in {slug}")
+    return done

@@ -21,8 +21,9 @@ anything itself that the per-message path would decide otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,6 +68,8 @@ class Inbound:
 # -- SQL shared by both kinds of group ------------------------------------------------------------
 
 _SET_ACTOR = "SELECT set_config('ygg.actor', %s, true)"
+_SAVEPOINT = "SAVEPOINT ygg_common_case"
+_RELEASE = "RELEASE SAVEPOINT ygg_common_case"
 
 _INSERT_INBOX = """
     INSERT INTO b2b_inbox (source_tenant, event_id, event_type, aggregate_type, aggregate_id, sequence,
@@ -101,14 +104,12 @@ _ADVANCE_SEQUENCES = """
      WHERE s.source_tenant = %(source)s AND s.aggregate_type = a.aggregate_type AND s.aggregate_id = a.aggregate_id
 """
 
-# Receipts: each answers one event, its own aggregate (receipts.py), numbered per event.
-_NEXT_RECEIPT_SEQUENCES = """
-    INSERT INTO b2b_order_sequences AS s (aggregate_type, aggregate_id, dest_tenant, last_sequence)
+# Receipts: each answers one event, its own aggregate (receipts.py), numbered per event. The
+# fast pass sends only first receipts: a counter that exists already is a conflict, an error.
+_FIRST_RECEIPT_SEQUENCES = """
+    INSERT INTO b2b_order_sequences (aggregate_type, aggregate_id, dest_tenant, last_sequence)
     SELECT %(aggregate_type)s, a.aggregate_id, %(dest)s, 1
       FROM unnest(%(aggregate_ids)s::text[]) AS a(aggregate_id)
-     ORDER BY 2
-    ON CONFLICT (aggregate_type, aggregate_id, dest_tenant) DO UPDATE SET last_sequence = s.last_sequence + 1
-    RETURNING s.aggregate_id, s.last_sequence
 """
 
 _INSERT_EVENTS = """
@@ -211,39 +212,55 @@ async def apply_common_case(conn: psycopg.AsyncConnection, inbound: Sequence[Inb
     """Apply what is the common case among `inbound` (verified events, in batch order), in the
     caller's transaction and not in pipeline mode; return the batch indexes it applied (each
     `applied`). Raises only a transient database error (the caller's batch then rolls back)."""
-    from yggdrasil.federation.relay import TRANSIENT_ERRORS  # the relay owns the classification
-
     groups: dict[tuple[str, str], list[Inbound]] = {}
     for item in inbound:
         groups.setdefault((item.envelope.source, item.envelope.module), []).append(item)
     applied: set[int] = set()
     for (source, module), group in groups.items():
-        await conn.execute("SAVEPOINT ygg_common_case")
         try:
             if module in SIDES:
                 await _apply_order_group(conn, SIDES[module], group, tenant_id, signing_key, max_bytes)
             elif all(item.envelope.type == "b2b.receipt" for item in group):
                 await _apply_receipt_group(conn, group)
             else:
-                raise NotSimple(f"{module} events other than receipts")
-            await conn.execute("RELEASE SAVEPOINT ygg_common_case")
-        except TRANSIENT_ERRORS:
-            raise
-        except (NotSimple, ApplyRefused, EventRejected, psycopg.Error) as reason:
-            log.debug("%d %s events from %s take the per-message path: %s", len(group), module, source, reason)
-            await _roll_back(conn)
-            continue
-        except Exception:  # a bug of ours: the per-message path still records every event
-            log.exception("the fast pass failed on %d %s events from %s", len(group), module, source)
-            await _roll_back(conn)
+                raise _Declined(savepoint=False) from NotSimple(f"{module} events other than receipts")
+        except _Declined as declined:
+            log.debug("%d %s events from %s take the per-message path: %s", len(group), module, source,
+                      declined.__cause__)
+            if declined.savepoint:
+                await _roll_back(conn)
             continue
         applied.update(item.index for item in group)
     return applied
 
 
+class _Declined(Exception):
+    """The group was not applied; `savepoint`: whether it must be rolled back to its savepoint."""
+
+    def __init__(self, savepoint: bool):
+        self.savepoint = savepoint
+
+
+@contextlib.asynccontextmanager
+async def _declining(savepoint: bool) -> AsyncIterator[None]:
+    """Turn anything but a transient database error into _Declined: the per-message path then
+    records every event of the group, whatever went wrong here."""
+    from yggdrasil.federation.relay import TRANSIENT_ERRORS  # the relay owns the classification
+
+    try:
+        yield
+    except TRANSIENT_ERRORS:
+        raise
+    except (NotSimple, ApplyRefused, EventRejected, psycopg.Error) as reason:
+        raise _Declined(savepoint) from reason
+    except Exception as error:  # a bug of ours
+        log.exception("the fast pass failed")
+        raise _Declined(savepoint) from error
+
+
 async def _roll_back(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("ROLLBACK TO SAVEPOINT ygg_common_case")
-    await conn.execute("RELEASE SAVEPOINT ygg_common_case")
+    await conn.execute(_RELEASE)
 
 
 @dataclass
@@ -256,16 +273,22 @@ class _Plan:
 
 async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: list[Inbound], tenant_id: str,
                              signing_key: Any, max_bytes: int) -> None:
+    """Two round trips: read (savepoint, inbox rows, counters, orders, lookups), then write
+    (orders, moves, counters, receipts, release)."""
     envelopes = [item.envelope for item in group]
     source, partner = envelopes[0].source, group[0].partner
-    payloads = [check_order_payload(envelope) for envelope in envelopes]
-    if any(payload.counterpart_order_id is not None for payload in payloads):
-        raise NotSimple("an event for an order we raised")
+    async with _declining(savepoint=False):
+        payloads = [check_order_payload(envelope) for envelope in envelopes]
+        if any(payload.counterpart_order_id is not None for payload in payloads):
+            raise NotSimple("an event for an order we raised")
+        # Signed before anything is sent: the write round trip carries them.
+        receipts = _applied_receipts(envelopes, tenant_id, signing_key, max_bytes)
     order_ids = sorted({envelope.aggregate_id for envelope in envelopes})
     aggregates = sorted({(envelope.aggregate_type, envelope.aggregate_id) for envelope in envelopes})
     q = _ORDER_QUERIES[side.module]
     key = {"source": source, "order_ids": order_ids}
-    async with conn.pipeline():
+    async with _declining(savepoint=True), conn.pipeline():
+        await conn.execute(_SAVEPOINT)
         await conn.execute(_SET_ACTOR, (f"b2b:{source}",))
         inbox = await conn.execute(_INSERT_INBOX, {"source": source, **_inbox_arrays(envelopes)})
         sequences = await conn.execute(_LOCK_SEQUENCES, {"source": source, **_aggregate_arrays(aggregates)})
@@ -278,10 +301,9 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
         last = {(t, i): (seq, held) for t, i, seq, held in await sequences.fetchall()}
         ours = {row["order_id"]: _ours(row) for row in await orders.fetchall()}
         found = await lookup.fetchone()
-    assert found is not None
-    plan = _plan_order_group(side, partner, envelopes, payloads, last, ours, found)
+        assert found is not None
+        plan = _plan_order_group(side, partner, envelopes, payloads, last, ours, found)
 
-    async with conn.pipeline():
         if plan.creates:
             await conn.execute(q.create, {
                 "source": source, "party_id": found["party_id"], "warehouse_id": found["warehouse_id"],
@@ -295,7 +317,9 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
         await conn.execute(_ADVANCE_SEQUENCES, {
             "source": source, "aggregate_types": [e.aggregate_type for e in envelopes],
             "aggregate_ids": [e.aggregate_id for e in envelopes], "sequences": [e.sequence for e in envelopes]})
-        await _enqueue_applied_receipts(conn, envelopes, tenant_id, signing_key, max_bytes)
+        await _enqueue(conn, receipts, tenant_id, source, max_bytes)
+        await conn.execute(_RELEASE)
+        # Leaving the pipeline syncs: an error in any write surfaces here, inside _declining.
 
 
 def _plan_order_group(side: Side, partner: Partner, envelopes: list[Envelope], payloads: list[OrderPayload],
@@ -348,13 +372,16 @@ def _plan_order_group(side: Side, partner: Partner, envelopes: list[Envelope], p
 
 
 async def _apply_receipt_group(conn: psycopg.AsyncConnection, group: list[Inbound]) -> None:
+    """Two round trips: savepoint, inbox rows and marks; then release."""
     envelopes = [item.envelope for item in group]
-    receipts = [envelope.typed_payload() for envelope in envelopes]
-    assert all(isinstance(receipt, ReceiptPayload) for receipt in receipts)
-    if len({receipt.event_id for receipt in receipts}) != len(receipts):  # type: ignore[union-attr]
-        raise NotSimple("two receipts for one event")  # one UPDATE marks a row once
     source = envelopes[0].source
-    async with conn.pipeline():
+    async with _declining(savepoint=False):
+        receipts = [envelope.typed_payload() for envelope in envelopes]
+        assert all(isinstance(receipt, ReceiptPayload) for receipt in receipts)
+        if len({receipt.event_id for receipt in receipts}) != len(receipts):  # type: ignore[union-attr]
+            raise NotSimple("two receipts for one event")  # one UPDATE marks a row once
+    async with _declining(savepoint=True), conn.pipeline():
+        await conn.execute(_SAVEPOINT)
         await conn.execute(_SET_ACTOR, (f"b2b:{source}",))
         inbox = await conn.execute(_INSERT_INBOX, {"source": source, **_inbox_arrays(envelopes)})
         marked = await conn.execute(_MARK_RECEIPTS, {
@@ -365,28 +392,35 @@ async def _apply_receipt_group(conn: psycopg.AsyncConnection, group: list[Inboun
             raise NotSimple("a receipt recorded before")
         if len(await marked.fetchall()) != len(envelopes):
             raise NotSimple("a receipt older than the one recorded, or for an event we did not send")
+        await conn.execute(_RELEASE)
 
 
-async def _enqueue_applied_receipts(conn: psycopg.AsyncConnection, answering: list[Envelope], tenant_id: str,
-                                    signing_key: Any, max_bytes: int) -> None:
-    """Our `applied` receipt for each event, into our outbox, as receipts.enqueue_receipt
-    writes one: two statements for the lot."""
-    source = answering[0].source
-    ids = [str(envelope.event_id) for envelope in answering]
-    cur = await conn.execute(_NEXT_RECEIPT_SEQUENCES, {"aggregate_type": RECEIPT_AGGREGATE, "dest": source,
-                                                       "aggregate_ids": ids})
-    numbers = dict(await cur.fetchall())
+def _applied_receipts(answering: list[Envelope], tenant_id: str, signing_key: Any, max_bytes: int) -> list[Envelope]:
+    """Our signed `applied` receipt for each event, as receipts.enqueue_receipt makes one. Each
+    is the first receipt of its event (the group's inbox rows are all new: we never answered
+    these events), so its number is 1; should a counter exist after all, inserting it fails
+    and the group takes the per-message path."""
     receipts = [
-        sign_envelope(Envelope.create(type="b2b.receipt", source=tenant_id, destination=source,
+        sign_envelope(Envelope.create(type="b2b.receipt", source=tenant_id, destination=envelope.source,
                                       aggregate_type=RECEIPT_AGGREGATE, aggregate_id=str(envelope.event_id),
-                                      sequence=numbers[str(envelope.event_id)],
-                                      payload=ReceiptPayload(event_id=envelope.event_id, outcome="applied")),
+                                      sequence=1, payload=ReceiptPayload(event_id=envelope.event_id,
+                                                                         outcome="applied")),
                       signing_key)
         for envelope in answering
     ]
-    subject = event_subject("b2b", source, tenant_id)
+    for receipt in receipts:
+        receipt.encode(max_bytes)  # refuses an oversized one here, before anything is sent
+    return receipts
+
+
+async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[Envelope], tenant_id: str, dest: str,
+                   max_bytes: int) -> None:
+    """Into our outbox: the receipts' counters (first receipts: 1) and their rows."""
+    await conn.execute(_FIRST_RECEIPT_SEQUENCES, {"aggregate_type": RECEIPT_AGGREGATE, "dest": dest,
+                                                  "aggregate_ids": [r.aggregate_id for r in receipts]})
+    subject = event_subject("b2b", dest, tenant_id)
     await conn.execute(_INSERT_EVENTS, {
-        "source": tenant_id, "dest": source, "event_ids": [r.event_id for r in receipts],
+        "source": tenant_id, "dest": dest, "event_ids": [r.event_id for r in receipts],
         "event_types": [r.type for r in receipts], "modules": [r.module for r in receipts],
         "aggregate_types": [r.aggregate_type for r in receipts], "aggregate_ids": [r.aggregate_id for r in receipts],
         "sequences": [r.sequence for r in receipts], "subjects": [subject] * len(receipts),

@@ -547,9 +547,9 @@ def _ours(row: dict[str, Any]) -> _Ours:
 
 
 def _line_arrays(lines: list[_Line]) -> dict[str, list[Any]]:
-    return {"line_nos": [l.line_no for l in lines], "item_ids": [l.item_id for l in lines],
-            "quantities": [l.quantity for l in lines], "unit_prices": [l.unit_price for l in lines],
-            "source_skus": [l.source_sku for l in lines]}
+    return {"line_nos": [line.line_no for line in lines], "item_ids": [line.item_id for line in lines],
+            "quantities": [line.quantity for line in lines], "unit_prices": [line.unit_price for line in lines],
+            "source_skus": [line.source_sku for line in lines]}
 
 
 async def _create_party(conn: psycopg.AsyncConnection, q: _Queries, partner: Partner, currency: str) -> int | None:

@@ -242,6 +242,8 @@ async def apply_inbound_batch(
     # release, advancing a sequence, the receipt's row) travels with the next one that is read,
     # instead of costing a round trip of its own. Every message still ends with a sync, inside
     # its savepoint, so an error is always the message's own (see _savepoint).
+    if len(applied) == len(messages):
+        return [_APPLIED] * len(messages)
     async with conn.pipeline() as pipeline:
         return [_APPLIED if index in applied else await _handle(conn, message, partners, ctx, pipeline)
                 for index, message in enumerate(messages)]

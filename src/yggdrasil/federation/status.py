@@ -22,7 +22,8 @@ class LoopStatus:
 
     def move(self, state: str, error: str | None = None) -> None:
         """Record a state; logs only changes, so a loop that keeps failing logs once per cause."""
-        if state == self.state and error == self.last_error:
+        # The last error is kept for the status after recovery; it is not a new change.
+        if state == self.state and (error is None or error == self.last_error):
             return
         level = logging.WARNING if error else logging.INFO
         log.log(level, "%s: %s%s", self.name, state, f" ({error})" if error else "",
