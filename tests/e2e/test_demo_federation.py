@@ -22,9 +22,11 @@ from demo_harness import (
     DemoRun,
     demo,  # noqa: F401 - the fixture
     admin_client,
+    federated_order,
     get_all,
     is_alive,
     processes_mentioning,
+    sell_to_bravo,
 )
 
 pytestmark = pytest.mark.e2e
@@ -41,26 +43,8 @@ def federated_stack(demo: DemoRun) -> dict[str, Any] | None:
     return stack if all(processes.get(name) for name in wanted) else None
 
 
-def sell_to_bravo(acme: httpx.Client, quantity: str) -> dict[str, Any]:
-    """A confirmed sales order on acme for its customer BRAVO, of anvils (which bravo maps)."""
-    [customer] = [c for c in get_all(acme, "/api/v1/customers") if c["partner_tenant_id"] == "bravo"]
-    [anvil] = [i for i in get_all(acme, "/api/v1/items") if i["sku"] == "ACME-ANVIL"]
-    warehouse = get_all(acme, "/api/v1/warehouses")[0]
-    created = acme.post("/api/v1/sales-orders", json={
-        "customer_id": customer["id"], "warehouse_id": warehouse["id"], "currency": "EUR",
-        "lines": [{"item_id": anvil["id"], "quantity": quantity}],
-    })
-    assert created.status_code == 201, created.text
-    confirmed = acme.post(f"/api/v1/sales-orders/{created.json()['id']}/confirm")
-    assert confirmed.status_code == 200, confirmed.text
-    return confirmed.json()
-
-
 def purchase_order_from_acme(bravo: httpx.Client, order_id: int) -> dict[str, Any] | None:
-    for order in get_all(bravo, "/api/v1/purchase-orders"):
-        if order["b2b_source_tenant"] == "acme" and order["b2b_source_order_id"] == str(order_id):
-            return order
-    return None
+    return federated_order(bravo, "/api/v1/purchase-orders", "acme", order_id)
 
 
 def outbox_statuses(dsn: str, order_id: int) -> list[str]:
