@@ -460,9 +460,13 @@ def _statement_kind(sql: str) -> str:
     head = text.split(" ", 1)[0].upper() if text else "?"
     if head in ("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT", "ROLLBACK"):
         return head
-    for name, pattern in (("insert inbox row (+ set actor)", "INTO b2b_inbox"),
+    for name, pattern in (("set actor", "SELECT set_config('ygg.actor'"),
+                          ("insert inbox row (+ set actor)", "INTO b2b_inbox"),
                           ("lock inbound sequence (upsert)", "DO UPDATE SET last_sequence = b2b_inbound_sequences.last_sequence RETURNING"),
+                          ("lock inbound sequences (upsert, fast pass)", "DO UPDATE SET last_sequence = s.last_sequence RETURNING"),
                           ("advance inbound sequence", "INTO b2b_inbound_sequences"),
+                          ("advance inbound sequences (fast pass)", "UPDATE b2b_inbound_sequences"),
+                          ("move orders (fast pass)", "SET state = m.state"),
                           ("insert purchase order + lines (one CTE)", "header AS"),
                           ("lock our order (SELECT ... FOR UPDATE)", "FOR UPDATE OF o"),
                           ("lookup approval/items/supplier/warehouse", "FROM b2b_approvals"),

@@ -9,8 +9,10 @@ a file copy, not a migration run.
 from __future__ import annotations
 
 import os
-import uuid
 import subprocess
+import sys
+import time
+import uuid
 from contextlib import asynccontextmanager, contextmanager
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -156,6 +158,79 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+YGG = str(Path(sys.executable).parent / "ygg")
+
+
+@dataclass
+class ServerProcess:
+    """A real server process (`ygg tenant serve`, `ygg mesh serve`, `ygg portal serve`) on
+    127.0.0.1:port, its output appended to `log_path`; `start` again runs it on the same port."""
+
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    what: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until /health answers 200; fail with the end of the log if the process exits or
+        the time is up."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.what} did not come up:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def terminate(self) -> None:
+        """SIGTERM and wait until the process is gone (its port is closed)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def running(*servers: ServerProcess) -> Iterator[None]:
+    """Start the servers side by side (the start-up cost is paid once), stop them at the end."""
+    try:
+        for server in servers:
+            server.spawn()
+        for server in servers:
+            server.wait_ready()
+        yield
+    finally:
+        for server in servers:
+            server.terminate()
+
+
 @dataclass
 class TenantProcess:
     """A real `ygg tenant serve` process on 127.0.0.1."""
@@ -168,9 +243,6 @@ class TenantProcess:
 
 @contextmanager
 def tenant_server_process(dsn: str, log_dir: Path, **env_overrides: str) -> Iterator[TenantProcess]:
-    import sys
-    import time
-
     from yggdrasil.devstack.ports import free_port
     from yggdrasil.tenant.auth import create_token
 
@@ -179,27 +251,7 @@ def tenant_server_process(dsn: str, log_dir: Path, **env_overrides: str) -> Iter
         token = create_token(conn, "admin-user", "admin", tenant_id=env_overrides.get("YGG_TENANT_ID", "acme"))
     env = {**os.environ, "YGG_TENANT_DSN": dsn, "YGG_PORT": str(port), "YGG_TENANT_ID": "acme",
            "YGG_LOG_JSON": "true", **env_overrides}
-    log_path = log_dir / f"tenant-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "ygg"), "tenant", "serve"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tenant server did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield TenantProcess(process, url, token, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    server = ServerProcess([YGG, "tenant", "serve"], env, port, log_dir / f"tenant-{port}.log", "tenant server")
+    with running(server):
+        assert server.process is not None
+        yield TenantProcess(server.process, server.url, token, server.log_path)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
+from yggdrasil.background import cancel_and_wait
 from yggdrasil.broker.permissions import inbox_prefix
 from yggdrasil.broker.streams import declared_streams_for, ensure_streams
 from yggdrasil.federation.backoff import Backoff
@@ -109,11 +110,7 @@ async def run_sidecar(
                 sidecar.status.registry.move("off")
             await _supervise(sidecar, stop)
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(background)
         for sig in installed:
             loop.remove_signal_handler(sig)
         sidecar.status.broker.move("stopped")

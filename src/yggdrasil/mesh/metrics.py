@@ -1,23 +1,18 @@
-"""Prometheus metrics of one mesh app instance (its own registry, like the tenant server's)."""
+"""Prometheus metrics of one mesh app instance: the request series every server has
+(yggdrasil.web.metrics, under the same names as the tenant server's), tenant health and the proxy."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from yggdrasil.web.metrics import HttpMetrics
 
 
-class MeshMetrics:
+class MeshMetrics(HttpMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        # `requests` and `latency` are what the shared request middleware records.
-        self.requests = Counter(
-            "ygg_http_requests_total", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "ygg_http_request_duration_seconds", "HTTP request latency by route",
-            ["route", "method"], registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+        # Longer buckets than the tenant's: a proxied request waits for the tenant behind it.
+        super().__init__("ygg", latency_buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                 10, 30))
         self.tenant_health = Gauge(
             "ygg_mesh_tenant_health", "1 for the tenant's current health status (up, degraded, down), 0 otherwise",
             ["tenant", "status"], registry=self.registry,

@@ -1,5 +1,6 @@
-"""Helpers for the federation tests: two tenants, what the seller's order service will write to
-its outbox, a sidecar run in-process, and polling. Fixtures are in conftest.py."""
+"""Helpers for the federation tests (the lifecycle tests use them too): two trading tenants, a
+broker, what the seller's order service will write to its outbox, a sidecar run in-process, and
+polling. Fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from yggdrasil import db
-from yggdrasil.broker.streams import consumer_spec, ensure_consumers
+from yggdrasil.broker.streams import consumer_spec, ensure_consumers, ensure_streams
 from yggdrasil.broker.subjects import MODULES
+from yggdrasil.devstack.nats import EmbeddedNats
 from yggdrasil.events.catalogue import payload_state_hash
 from yggdrasil.events.envelope import Envelope
-from yggdrasil.events.signing import encode_public_key
+from yggdrasil.events.signing import encode_public_key, generate_keypair
 from yggdrasil.federation.keys import write_signing_key
-from yggdrasil.federation.partners import map_partner_item
+from yggdrasil.federation.partners import add_partner, map_partner_item
 from yggdrasil.federation.relay import Disposition, InboundMessage, RelayContext, apply_inbound_batch
 from yggdrasil.federation.sidecar import run_sidecar
 from yggdrasil.federation.status import SidecarStatus
@@ -81,6 +83,40 @@ def fresh_tenant_database(pg_admin_dsn: str, template: str) -> Iterator[str]:
         yield db.dsn_with_database(pg_admin_dsn, name)
     finally:
         db.drop_database(pg_admin_dsn, name)
+
+
+@contextlib.asynccontextmanager
+async def trading_pair(pg_admin_dsn: str, template: str) -> AsyncIterator[tuple[Tenant, Tenant]]:
+    """ACME-SELLER and BRAVO-BUYER on fresh databases, each the other's partner. The buyer
+    applies the seller's orders without approval, has a warehouse and an item, and maps the
+    seller's SKU to it."""
+    with fresh_tenant_database(pg_admin_dsn, template) as seller_dsn, \
+            fresh_tenant_database(pg_admin_dsn, template) as buyer_dsn:
+        seller = Tenant(SELLER, seller_dsn, generate_keypair()[0])
+        buyer = Tenant(BUYER, buyer_dsn, generate_keypair()[0])
+        async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:
+            await add_partner(conn, tenant_id=BUYER, public_key=buyer.public_key, name="Bravo Buyer")
+        async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+            await add_partner(conn, tenant_id=SELLER, public_key=seller.public_key, name="ACME Seller",
+                              approval_policy="auto")
+            await conn.execute("INSERT INTO warehouses (code, name) VALUES ('MAIN', 'Bravo main warehouse')")
+            await conn.execute("INSERT INTO items (sku, name) VALUES (%s, 'Retro clock, as Bravo calls it')",
+                               (BUYER_SKU,))
+            await map_partner_item(conn, tenant_id=SELLER, partner_sku=SELLER_SKU, item_sku=BUYER_SKU)
+        yield seller, buyer
+
+
+@contextlib.asynccontextmanager
+async def broker_with_streams(store_dir: Path) -> AsyncIterator[EmbeddedNats]:
+    """A running nats-server without authentication, with the declared streams."""
+    server = EmbeddedNats(store_dir)
+    server.start()
+    try:
+        async with broker_admin(server.url) as nc:
+            await ensure_streams(nc.jetstream())
+        yield server
+    finally:
+        server.stop()
 
 
 def order_payload(order_id: str, state: str = "draft", quantity: str = "3", sku: str = SELLER_SKU,

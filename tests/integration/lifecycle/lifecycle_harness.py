@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import psycopg
 import pytest
 
@@ -23,24 +22,20 @@ if _INTEGRATION not in sys.path:
 
 from federation.b2b_harness import (  # noqa: E402
     BUYER,
-    BUYER_SKU,
     SELLER,
-    SELLER_SKU,
     SidecarProcess,
     Tenant,
+    broker_with_streams,
     deliver,
     eventually,
-    fresh_tenant_database,
     outbox_message,
     purchase_orders,
     sell,
+    trading_pair,
 )
 
 from yggdrasil import db  # noqa: E402
-from yggdrasil.broker.streams import ensure_streams  # noqa: E402
 from yggdrasil.devstack.nats import EmbeddedNats  # noqa: E402
-from yggdrasil.events.signing import generate_keypair  # noqa: E402
-from yggdrasil.federation.partners import add_partner, map_partner_item  # noqa: E402
 
 __all__ = ["BUYER", "SELLER", "SidecarProcess", "Tenant", "deliver", "eventually", "outbox_message",
            "purchase_orders", "sell",
@@ -71,37 +66,16 @@ def dropping_databases(pg_admin_dsn: str) -> Iterator[list[str]]:
 @pytest.fixture
 async def open_broker(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
     """A nats-server without authentication, with the declared streams."""
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    try:
-        nc = await nats.connect(server.url)
-        try:
-            await ensure_streams(nc.jetstream())
-        finally:
-            await nc.close()
+    async with broker_with_streams(tmp_path / "nats") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def trading_tenants(pg_admin_dsn: str, tenant_template: str) -> AsyncIterator[tuple[Tenant, Tenant]]:
     """ACME-SELLER and BRAVO-BUYER, each the other's partner; the buyer applies the seller's
     orders without approval and maps the seller's SKU to its own item."""
-    with fresh_tenant_database(pg_admin_dsn, tenant_template) as seller_dsn, \
-            fresh_tenant_database(pg_admin_dsn, tenant_template) as buyer_dsn:
-        seller = Tenant(SELLER, seller_dsn, generate_keypair()[0])
-        buyer = Tenant(BUYER, buyer_dsn, generate_keypair()[0])
-        async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:
-            await add_partner(conn, tenant_id=BUYER, public_key=buyer.public_key, name="Bravo Buyer")
-        async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
-            await add_partner(conn, tenant_id=SELLER, public_key=seller.public_key, name="ACME Seller",
-                              approval_policy="auto")
-            await conn.execute("INSERT INTO warehouses (code, name) VALUES ('MAIN', 'Bravo main warehouse')")
-            await conn.execute("INSERT INTO items (sku, name) VALUES (%s, 'Retro clock, as Bravo calls it')",
-                               (BUYER_SKU,))
-            await map_partner_item(conn, tenant_id=SELLER, partner_sku=SELLER_SKU, item_sku=BUYER_SKU)
-        yield seller, buyer
+    async with trading_pair(pg_admin_dsn, tenant_template) as pair:
+        yield pair
 
 
 def register(central_dsn: str, tenant: Tenant, api_url: str = "http://127.0.0.1:9") -> None:

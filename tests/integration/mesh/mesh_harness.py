@@ -7,13 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,7 +19,8 @@ import psycopg
 from yggdrasil.events.signing import encode_public_key, generate_keypair
 from yggdrasil.settings import Settings
 
-YGG = str(Path(sys.executable).parent / "ygg")
+# The real-process helpers are shared with the tenant and portal tests; mesh tests import them from here.
+from conftest import YGG, ServerProcess, running  # noqa: F401
 
 
 def public_key() -> str:
@@ -56,63 +54,6 @@ async def open_mesh(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield http
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
-@dataclass
-class ServerProcess:
-    """A real server process on 127.0.0.1:port; `restart` starts it again on the same port."""
-
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    what: str
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        _wait_healthy(self.url, self.process, self.log_path, self.what)
-
-    def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
-
-    def terminate(self) -> None:
-        """SIGTERM and wait until the process is gone (its port is closed)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 def tenant_server(dsn: str, tenant_id: str, port: int, log_dir: Path) -> ServerProcess:
     env = {**os.environ, "YGG_TENANT_DSN": dsn, "YGG_PORT": str(port), "YGG_TENANT_ID": tenant_id,
            "YGG_LOG_JSON": "true"}
@@ -124,20 +65,6 @@ def mesh_server(central_dsn: str, port: int, log_dir: Path, **env_overrides: str
     env = {**os.environ, "YGG_CENTRAL_DSN": central_dsn, "YGG_MESH_PORT": str(port), "YGG_LOG_JSON": "true",
            **env_overrides}
     return ServerProcess([YGG, "mesh", "serve"], env, port, log_dir / f"mesh-{port}.log", "mesh server")
-
-
-@contextmanager
-def running(*servers: ServerProcess) -> Iterator[None]:
-    """Start the servers side by side (the start-up cost is paid once), stop them at the end."""
-    try:
-        for server in servers:
-            server.spawn()
-        for server in servers:
-            server.wait_ready()
-        yield
-    finally:
-        for server in servers:
-            server.terminate()
 
 
 @contextmanager

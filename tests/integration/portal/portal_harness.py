@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,7 +18,8 @@ from psycopg.rows import dict_row
 
 from yggdrasil.settings import Settings
 
-YGG = str(Path(sys.executable).parent / "ygg")
+from conftest import YGG, ServerProcess, running
+
 # argon2 at its cheapest: the tests check behaviour, not the cost of guessing.
 CHEAP_HASHING = {"portal_argon2_time_cost": 1, "portal_argon2_memory_kib": 1024, "portal_argon2_parallelism": 1}
 PASSWORD = "correct horse battery"
@@ -95,42 +93,15 @@ def query(dsn: str, sql: str, *params: object) -> list[dict]:
         return conn.execute(sql, params).fetchall()
 
 
-@dataclass
-class PortalProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-
 @contextmanager
-def portal_process(central_dsn: str, log_dir: Path, port: int | None = None) -> Iterator[PortalProcess]:
+def portal_process(central_dsn: str, log_dir: Path, port: int | None = None) -> Iterator[ServerProcess]:
     """A real `ygg portal serve` on 127.0.0.1, up when yielded; stopped (by its pid) after."""
     from yggdrasil.devstack.ports import free_port
 
     port = port or free_port()
     env = {**os.environ, "YGG_CENTRAL_DSN": central_dsn, "YGG_PORTAL_PORT": str(port), "YGG_LOG_JSON": "true",
            **{f"YGG_{key.upper()}": str(value) for key, value in CHEAP_HASHING.items()}}
-    log_path = log_dir / f"portal-{port}-{time.monotonic_ns()}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([YGG, "portal", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the portal did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield PortalProcess(process, url, log_path)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    server = ServerProcess([YGG, "portal", "serve"], env, port, log_dir / f"portal-{port}-{time.monotonic_ns()}.log",
+                           "the portal")
+    with running(server):
+        yield server

@@ -2,7 +2,6 @@
 (health polls and the proxy) and the health monitor task."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,16 +10,17 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil import __version__
+from yggdrasil.background import cancel_and_wait
 from yggdrasil.mesh.api.deps import MeshState
 from yggdrasil.mesh.api.errors import install_error_handlers
 from yggdrasil.mesh.api.routes import health, partnerships, proxy, registry, tenants
 from yggdrasil.mesh.health_monitor import HealthMonitor
 from yggdrasil.mesh.metrics import MeshMetrics
 from yggdrasil.settings import Settings
-from yggdrasil.tenant.api.middleware import RequestContextMiddleware
+from yggdrasil.web.database import open_pool
+from yggdrasil.web.middleware import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.central_dsn, open=False, name="mesh", min_size=1, max_size=settings.mesh_pool_max_size,
-            timeout=5.0, check=AsyncConnectionPool.check_connection,
-            # Reconnect forever: the central database coming back must not need a restart.
-            reconnect_timeout=0,
-            kwargs={"connect_timeout": 2, "application_name": "ygg-mesh"},
+        pool, _ = await open_pool(
+            settings.central_dsn, name="mesh", application_name="ygg-mesh", min_size=1,
+            max_size=settings.mesh_pool_max_size, timeout=5.0, log=log,
+            # The registry is answered again as soon as the database is back.
+            unreachable="central database unreachable at start-up; answering 503 until it is back",
         )
-        await pool.open(wait=False)
-        try:
-            await pool.wait(timeout=10)
-        except Exception:
-            # Start anyway: the registry is answered again as soon as the database is back.
-            log.error("central database unreachable at start-up; answering 503 until it is back")
         # trust_env=False: an HTTP(S)_PROXY in the environment must not reroute tenant traffic.
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                  limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
@@ -60,11 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)
             await http.aclose()
             await pool.close()
 
@@ -77,7 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       access_log=logging.getLogger("yggdrasil.mesh.access"))
     for module in ADMIN_MODULES:
         app.include_router(module.router, prefix=ADMIN_API_PREFIX)
     app.include_router(registry.router)

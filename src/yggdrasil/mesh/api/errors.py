@@ -1,16 +1,16 @@
-"""One place that turns errors into HTTP answers: {"error": {"code", "message", ...}}."""
+"""The mesh server's error answers: its domain errors mapped to status codes here; malformed
+requests, unknown routes and database failures as every server answers them
+(yggdrasil.web.errors). All in the envelope {"error": {"code", "message", ...}}."""
 
 import logging
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg import errors as pg_errors
-from psycopg_pool import PoolTimeout
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from yggdrasil.mesh import errors
+from yggdrasil.web import errors as web_errors
+from yggdrasil.web.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -25,51 +25,24 @@ STATUS_BY_ERROR: dict[type[errors.MeshError], int] = {
 }
 
 
-def error_body(code: str, text: str, **extra: object) -> dict:
-    return {"error": {"code": code, "message": text, **extra}}
+def _operational(exc: BaseException) -> bool:
+    # Every operational error, not only a lost connection: a deadlock or a cancelled statement
+    # passes too, so "503, try again" fits them as well.
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
-def _database_unavailable() -> JSONResponse:
-    return JSONResponse(error_body("database.unavailable", "the mesh's central database is unavailable; try again"),
-                        status_code=503, headers={"Retry-After": "1"})
+# The database.rejected net is under the explicit validation in domain/registry.py.
+DATABASE_FAILURES = web_errors.DatabaseFailures(
+    unavailable="the mesh's central database is unavailable; try again",
+    rejected="the database refused the values: {detail}", is_unavailable=_operational,
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    web_errors.install_error_handlers(app, DATABASE_FAILURES, log)
+
     @app.exception_handler(errors.MeshError)
     async def mesh_error(request: Request, exc: errors.MeshError) -> JSONResponse:
         status = STATUS_BY_ERROR.get(type(exc), 400)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"location": ".".join(str(part) for part in e.get("loc", ())), "problem": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        summary = "; ".join(f"{p['location']}: {p['problem']}" for p in problems[:5])
-        return JSONResponse(error_body("request.invalid", f"the request is invalid: {summary}", problems=problems),
-                            status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "route.not_found", 405: "route.method_not_allowed"}.get(exc.status_code, "request.invalid")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(PoolTimeout)
-    async def pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
-        return _database_unavailable()
-
-    @app.exception_handler(psycopg.Error)
-    async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
-        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-            return _database_unavailable()
-        detail = exc.diag.message_primary if getattr(exc, "diag", None) else str(exc)
-        if isinstance(exc, (pg_errors.IntegrityError, pg_errors.DataError)):
-            # The safety net under the explicit validation in domain/registry.py.
-            return JSONResponse(error_body("database.rejected", f"the database refused the values: {detail}"),
-                                status_code=422)
-        log.exception("unexpected database error")
-        return JSONResponse(error_body("internal", "internal error; the request id is in the server log"),
-                            status_code=500)

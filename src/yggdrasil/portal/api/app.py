@@ -11,23 +11,29 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil import __version__
 from yggdrasil.portal.adapters import CONNECTION_KWARGS
 from yggdrasil.portal.api.deps import Portal
-from yggdrasil.portal.api.errors import install_error_handlers, is_connection_failure
+from yggdrasil.portal.api.errors import install_error_handlers
 from yggdrasil.portal.api.metrics import PortalMetrics
-from yggdrasil.portal.api.middleware import API_PREFIX, RequestContextMiddleware
 from yggdrasil.portal.api.pages import Pages
 from yggdrasil.portal.api.routes import account, organizations, tickets, web
 from yggdrasil.portal.domain.accounts import Passwords, ThrottlePolicy
 from yggdrasil.settings import Settings
+from yggdrasil.web.database import is_connection_failure, open_pool
+from yggdrasil.web.middleware import API_PREFIX, RequestContextMiddleware
 
 log = logging.getLogger(__name__)
 
 API_MODULES = (account, organizations, tickets)
 HEALTH_TIMEOUT_SECONDS = 2.0
+# On every answer (pages add their Content-Security-Policy where they are rendered).
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,18 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.central_dsn, open=False, name="portal", min_size=1, max_size=settings.portal_pool_max_size,
-            check=AsyncConnectionPool.check_connection,
-            # Keep trying: a database that is away for a while must find the portal ready again.
-            reconnect_timeout=0,
-            kwargs={"connect_timeout": 2, "application_name": "ygg-portal", **CONNECTION_KWARGS},
+        pool, _ = await open_pool(
+            settings.central_dsn, name="portal", application_name="ygg-portal", min_size=1,
+            max_size=settings.portal_pool_max_size, connect_kwargs=CONNECTION_KWARGS, log=log,
+            unreachable="database unreachable at start-up; answering 503 until it is back",
         )
-        await pool.open(wait=False)
-        try:
-            await pool.wait(timeout=10)
-        except Exception:
-            log.error("database unreachable at start-up; answering 503 until it is back")
         metrics.watch_pool(pool)
         app.state.portal = Portal(settings=settings, pool=pool, passwords=passwords, throttle=throttle,
                                   metrics=metrics)
@@ -75,7 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.pages = pages
     install_error_handlers(app, pages)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       access_log=logging.getLogger("yggdrasil.portal.access"),
+                       too_large_message="the request body is larger than {limit} bytes", extra_headers=SECURITY_HEADERS)
     for module in API_MODULES:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(web.router)

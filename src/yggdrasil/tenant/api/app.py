@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,9 +11,9 @@ import psycopg
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil import __version__
+from yggdrasil.background import cancel_and_wait
 from yggdrasil.settings import Settings
 from yggdrasil.tenant.adapters.outbox import OutboxSummary, outbox_summary
 from yggdrasil.tenant.api.cache import ResponseCache
@@ -23,7 +22,6 @@ from yggdrasil.tenant.api.database import Database
 from yggdrasil.tenant.api.deps import TenantServices, _principal
 from yggdrasil.tenant.api.errors import install_error_handlers
 from yggdrasil.tenant.api.metrics import TenantMetrics
-from yggdrasil.tenant.api.middleware import API_PREFIX, RequestContextMiddleware
 from yggdrasil.tenant.api.ratelimit import RateLimiter
 from yggdrasil.tenant.api.routes import (
     approvals,
@@ -40,7 +38,10 @@ from yggdrasil.tenant.api.routes import (
     warehouses,
 )
 from yggdrasil.tenant.errors import DatabaseUnavailable
+from yggdrasil.tenant.messages import MESSAGES
 from yggdrasil.tenant.outbound import OutboundEvents
+from yggdrasil.web.database import open_pool
+from yggdrasil.web.middleware import API_PREFIX, RequestContextMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +93,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.tenant_dsn, open=False, name="tenant",
-            min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-            check=AsyncConnectionPool.check_connection,
-            # Reconnect forever: a database that is down for an hour must not leave us with
-            # an empty pool that has given up.
-            reconnect_timeout=0,
-            kwargs={"connect_timeout": 2, "application_name": f"ygg-tenant-{settings.tenant_id}"},
+        pool, reachable = await open_pool(
+            settings.tenant_dsn, name="tenant", application_name=f"ygg-tenant-{settings.tenant_id}",
+            min_size=settings.pool_min_size, max_size=settings.pool_max_size, log=log,
+            # The failure contract: serve what we can while the database is down, recover without a restart.
+            unreachable="database unreachable at start-up; serving degraded until it is back",
         )
-        await pool.open(wait=False)
         db = Database(pool, settings.tenant_dsn, settings.db_timeout_seconds, settings.db_probe_interval_seconds)
-        try:
-            await pool.wait(timeout=10)
-        except Exception:
-            # Start anyway: the failure contract says the server serves what it can while the
-            # database is down and recovers without a restart.
-            log.error("database unreachable at start-up; serving degraded until it is back")
+        if not reachable:
             db.up = False
             db.suspect()
         cache = ResponseCache(settings.cache_max_bytes, settings.cache_ttl_seconds, settings.cache_max_stale_seconds)
@@ -128,11 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)
             await pool.close()
 
     app = FastAPI(
@@ -143,7 +131,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       access_log=logging.getLogger("yggdrasil.tenant.access"),
+                       too_large_message=MESSAGES["request.too_large"])
 
     for module in API_MODULES:
         app.include_router(module.router, prefix=API_PREFIX)

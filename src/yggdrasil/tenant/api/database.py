@@ -17,9 +17,10 @@ from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil.tenant.errors import DatabaseUnavailable
+from yggdrasil.web.database import is_connection_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,16 +28,6 @@ T = TypeVar("T")
 # Deadlocks and serialization failures are the database asking us to try again.
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _MAX_ATTEMPTS = 4
-
-
-def is_connection_failure(exc: BaseException) -> bool:
-    """True when the error is about the connection, not about the statement."""
-    if isinstance(exc, PoolTimeout):
-        return True
-    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, _RETRYABLE):
-        sqlstate = getattr(exc, "sqlstate", None)
-        return sqlstate is None or sqlstate.startswith(("08", "57P"))
-    return isinstance(exc, psycopg.InterfaceError)
 
 
 class Database:

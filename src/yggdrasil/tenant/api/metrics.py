@@ -1,24 +1,16 @@
-"""Prometheus metrics for one app instance. A registry per app, not the global one, so that
-several apps in one process (tests) do not collide."""
+"""Prometheus metrics of the tenant server: the request series every server has
+(yggdrasil.web.metrics), the cache, the rate limiter, the database and the federation backlog."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import Counter, Gauge
+
+from yggdrasil.web.metrics import HttpMetrics
 
 
-class TenantMetrics:
+class TenantMetrics(HttpMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "ygg_http_requests_total", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "ygg_http_request_duration_seconds", "HTTP request latency by route",
-            ["route", "method"], registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
+        super().__init__("ygg", latency_buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.cache = Counter(
             "ygg_cache_requests_total", "Cache lookups by result (hit, miss, stale)",
             ["result"], registry=self.registry,
@@ -57,22 +49,3 @@ class TenantMetrics:
         self.b2b_approvals_waiting.set(summary.awaiting_approval)
         self.outbox_awaiting_receipt.set(summary.awaiting_receipt)
         self.outbox_receipt_overdue.set(summary.receipt_overdue)
-
-    def watch_pool(self, pool) -> None:  # noqa: ANN001 - psycopg_pool.AsyncConnectionPool
-        self.registry.register(_PoolCollector(pool))
-
-
-class _PoolCollector:
-    def __init__(self, pool) -> None:  # noqa: ANN001
-        self.pool = pool
-
-    def collect(self):  # noqa: ANN201
-        stats = self.pool.get_stats()
-        for name, help_text in (
-            ("pool_size", "connections in the pool, busy or idle"),
-            ("pool_available", "idle connections ready for use"),
-            ("requests_waiting", "requests waiting for a connection"),
-        ):
-            family = GaugeMetricFamily(f"ygg_db_{name}", help_text)
-            family.add_metric([], stats.get(name, 0))
-            yield family

@@ -1,33 +1,26 @@
-"""ASGI middleware: request id, access log with context, metrics, and the security headers
-every answer gets (pages add their Content-Security-Policy where they are rendered)."""
+"""ASGI middleware: request id, request size limit, access log with context, request metrics."""
 
 import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from yggdrasil.logs import actor_var, request_id_var
-from yggdrasil.portal.api.metrics import PortalMetrics
-
-log = logging.getLogger("yggdrasil.portal.access")
-
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"same-origin"),
-]
-
+from yggdrasil.web.errors import INTERNAL_ERROR, error_body
+from yggdrasil.web.metrics import HttpMetrics
 
 API_PREFIX = "/api/v1"
+_QUIET_ROUTES = ("/health", "/metrics")  # polled all day: logged only when they fail
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's template (`/api/v1/orgs/{slug}`), never the raw path: metric labels
-    must not grow with every slug or id. FastAPI records a route as declared on its router,
-    without the prefix it was included under; the prefix is put back, or the API's
-    /orgs/{slug}/tickets and the page of the same path would share a label."""
+    """The matched route's path template (`/api/v1/customers/{party_id}`), never the raw path:
+    metric labels must not grow with every id. FastAPI records a route as declared on its
+    router, without the prefix it was included under; the prefix is put back, or an API route
+    and a page of the same path would share a label."""
     path = getattr(scope.get("route"), "path", None)
     if path is None:
         return "unmatched"
@@ -41,10 +34,22 @@ class _BodyTooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: PortalMetrics, max_body_bytes: int):
+    """Gives every request an id (the client's X-Request-Id if it sent a usable one), sets the
+    logging context, refuses a body over `max_body_bytes` with 413, turns an unhandled error
+    into a JSON 500, and records the request in `metrics` and in the access log.
+
+    `access_log` is the server's own access logger (`yggdrasil.<component>.access`).
+    `too_large_message` is a template with `{limit}`. `extra_headers` go on every answer."""
+
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, max_body_bytes: int, access_log: logging.Logger,
+                 too_large_message: str = "request body is larger than {limit} bytes",
+                 extra_headers: Sequence[tuple[bytes, bytes]] = ()):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.log = access_log
+        self.too_large_message = too_large_message.format(limit=max_body_bytes)
+        self.extra_headers = list(extra_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +81,7 @@ class RequestContextMiddleware:
                 response_started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
-                                      *SECURITY_HEADERS]
+                                      *self.extra_headers]
             await send(message)
 
         declared = headers.get(b"content-length", b"")
@@ -86,29 +91,29 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_headers)
         except _BodyTooLarge:
             if not response_started:
-                await self._answer(send, request_id, 413, "request.too_large",
-                                   f"the request body is larger than {self.max_body_bytes} bytes")
+                await self._answer(send, request_id, 413, "request.too_large", self.too_large_message)
             status = 413
         except Exception:
-            log.exception("unhandled error", extra={"path": scope.get("path")})
+            self.log.exception("unhandled error", extra={"path": scope.get("path")})
             if not response_started:
-                await self._answer(send, request_id, 500, "internal",
-                                   "internal error; the request id is in the server log")
+                await self._answer(send, request_id, 500, "internal", INTERNAL_ERROR)
             status = 500
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_template(scope)
-            method = scope.get("method", "")
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(elapsed)
-            if route not in ("/health", "/metrics") or status >= 500:
-                log.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s %d", method, scope.get("path"),
-                        status, extra={"status": status, "route": route, "ms": round(elapsed * 1000, 2)})
+            self._record(scope, status, started)
 
-    @staticmethod
-    async def _answer(send: Send, request_id: str, status: int, code: str, text: str) -> None:
-        body = json.dumps({"error": {"code": code, "message": text}}).encode()
+    def _record(self, scope: Scope, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = route_template(scope)
+        method = scope.get("method", "")
+        self.metrics.requests.labels(route, method, str(status)).inc()
+        self.metrics.latency.labels(route, method).observe(elapsed)
+        if route not in _QUIET_ROUTES or status >= 500:
+            self.log.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s %d", method, scope.get("path"),
+                         status, extra={"status": status, "route": route, "ms": round(elapsed * 1000, 2)})
+
+    async def _answer(self, send: Send, request_id: str, status: int, code: str, text: str) -> None:
+        body = json.dumps(error_body(code, text)).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
-                                *SECURITY_HEADERS]})
+                                *self.extra_headers]})
         await send({"type": "http.response.body", "body": body})
