@@ -10,6 +10,7 @@ import asyncio
 import httpx
 import psycopg
 import pytest
+from conftest import make_settings, open_api
 from mesh_harness import admin_token, bearer, mesh_server, public_key, register, running, wait_until
 
 from yggdrasil.devstack.ports import free_port
@@ -116,6 +117,11 @@ async def test_sidecar_keeps_a_synced_partner_copy_and_trades_on_it_while_the_me
             assert state["consecutive_failures"] >= 4 and "cannot reach the mesh" in state["last_error"]
             assert state["last_success_at"] == success_before
             assert await _rows(tenant_dsn) == copy_before
+            # The tenant server's /health shows how old the copy is and that the sync fails.
+            async with open_api(make_settings(tenant_dsn)) as api:
+                federation = (await api.http.get("/health")).json()["federation"]
+            assert federation["registry_sync_failures"] >= 4
+            assert federation["registry_synced_seconds_ago"] > 0
 
             # While it is down the registry changes; back on its port, the sync resumes.
             async with await psycopg.AsyncConnection.connect(central_dsn) as conn:

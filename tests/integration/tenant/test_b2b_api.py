@@ -445,7 +445,9 @@ async def test_health_shows_the_outbox_backlog_and_stays_ok_while_events_wait(ap
     assert health["status"] == "ok"
     assert health["federation"] == {"outbox_pending": 0, "outbox_oldest_pending_seconds": None, "outbox_failing": 0,
                                     "outbox_stalled": False, "quarantined": 0, "approvals_waiting": 0,
-                                    "awaiting_receipt": 0, "receipt_overdue": 0}
+                                    "awaiting_receipt": 0, "receipt_overdue": 0,
+                                    # No mesh configured: the registry was never synced.
+                                    "registry_synced_seconds_ago": None, "registry_sync_failures": 0}
     await sell(api, shop)
     await sell(api, shop)
     with psycopg.connect(api.dsn) as conn:

@@ -96,6 +96,10 @@ class OutboxSummary:
     awaiting_approval: int
     awaiting_receipt: int           # published, the partner has not answered yet
     receipt_overdue: int            # ... past the receipt timeout: re-sent by the sidecar
+    # The partner registry's copy, synced by the sidecar from the mesh (None: never synced,
+    # or no mesh configured).
+    registry_synced_seconds_ago: float | None = None
+    registry_sync_failures: int = 0
 
 
 _SUMMARY = """
@@ -108,7 +112,9 @@ _SUMMARY = """
            (SELECT count(*) FROM b2b_approvals WHERE state = 'pending'),
            (SELECT count(*) FROM b2b_events WHERE status = 'published' AND receipt_due_at IS NOT NULL),
            (SELECT count(*) FROM b2b_events
-             WHERE status = 'published' AND receipt_due_at IS NOT NULL AND receipt_due_at < now())
+             WHERE status = 'published' AND receipt_due_at IS NOT NULL AND receipt_due_at < now()),
+           (SELECT extract(epoch FROM now() - last_success_at)::float8 FROM b2b_registry_sync),
+           coalesce((SELECT consecutive_failures FROM b2b_registry_sync), 0)
       FROM b2b_events e WHERE e.status = 'pending'
 """
 

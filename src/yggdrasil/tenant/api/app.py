@@ -72,7 +72,7 @@ async def _outbox_summary(services: TenantServices) -> OutboxSummary | None:
 
 def _federation_health(summary: OutboxSummary) -> dict[str, object]:
     # Counts only: /health answers without a token, and a publish error can name hosts.
-    oldest = summary.oldest_pending_seconds
+    oldest, synced = summary.oldest_pending_seconds, summary.registry_synced_seconds_ago
     return {
         "outbox_pending": summary.pending,
         "outbox_oldest_pending_seconds": round(oldest, 1) if oldest is not None else None,
@@ -82,6 +82,9 @@ def _federation_health(summary: OutboxSummary) -> dict[str, object]:
         "approvals_waiting": summary.awaiting_approval,
         "awaiting_receipt": summary.awaiting_receipt,
         "receipt_overdue": summary.receipt_overdue,
+        # How old the local copy of the mesh's partner registry is (the relay trusts only it).
+        "registry_synced_seconds_ago": round(synced, 1) if synced is not None else None,
+        "registry_sync_failures": summary.registry_sync_failures,
     }
 
 
