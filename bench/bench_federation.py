@@ -674,6 +674,16 @@ _RAW_APPLY = """
 """
 
 
+async def _raw_targets(conn: psycopg.AsyncConnection) -> tuple[int, int, list[int]]:
+    """The buyer's supplier for the seller, its warehouse and three items, for the raw ceilings."""
+    supplier = (await (await conn.execute(
+        "SELECT id FROM suppliers WHERE partner_tenant_id = %s", (SELLER,))).fetchone())[0]
+    warehouse = (await (await conn.execute("SELECT min(id) FROM warehouses")).fetchone())[0]
+    items = [row[0] for row in await (await conn.execute("SELECT id FROM items ORDER BY id LIMIT 3")).fetchall()]
+    await conn.commit()
+    return supplier, warehouse, items
+
+
 # The same rows for a whole batch in one statement: what the relay's fast pass does, minus every
 # check, the receipts and the sequences.
 _RAW_APPLY_SET = """
@@ -703,11 +713,7 @@ async def raw_postgres_set_based(f: Fixture, count: int, tag: str) -> float:
     """Per batch of 100 events: one statement writing every purchase order, its 3 lines and
     the inbox rows, in one transaction; audit triggers fire on every order and line."""
     async with await psycopg.AsyncConnection.connect(f.buyer.dsn) as conn:
-        supplier = (await (await conn.execute(
-            "SELECT id FROM suppliers WHERE partner_tenant_id = %s", (SELLER,))).fetchone())[0]
-        warehouse = (await (await conn.execute("SELECT min(id) FROM warehouses")).fetchone())[0]
-        items = [row[0] for row in await (await conn.execute("SELECT id FROM items ORDER BY id LIMIT 3")).fetchall()]
-        await conn.commit()
+        supplier, warehouse, items = await _raw_targets(conn)
         line = {"line_nos": [1, 2, 3], "item_ids": items, "quantities": [Decimal(1), Decimal(2), Decimal(3)],
                 "prices": [Decimal(p) for p in PRICES]}
         started = time.perf_counter()
@@ -724,11 +730,7 @@ async def raw_postgres(f: Fixture, count: int, pipelined: bool, tag: str) -> flo
     """Per event: savepoint, purchase order + 3 lines + inbox row in one statement, release;
     100 events per transaction; audit triggers fire on the order and its lines."""
     async with await psycopg.AsyncConnection.connect(f.buyer.dsn) as conn:
-        supplier = (await (await conn.execute(
-            "SELECT id FROM suppliers WHERE partner_tenant_id = %s", (SELLER,))).fetchone())[0]
-        warehouse = (await (await conn.execute("SELECT min(id) FROM warehouses")).fetchone())[0]
-        items = [row[0] for row in await (await conn.execute("SELECT id FROM items ORDER BY id LIMIT 3")).fetchall()]
-        await conn.commit()
+        supplier, warehouse, items = await _raw_targets(conn)
         params = [{"supplier": supplier, "warehouse": warehouse, "ref": f"{tag}-{n}", "event_id": uuid.uuid4(),
                    "line_nos": [1, 2, 3], "item_ids": items, "quantities": [Decimal(1), Decimal(2), Decimal(3)],
                    "prices": [Decimal(p) for p in PRICES]} for n in range(count)]

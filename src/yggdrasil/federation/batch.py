@@ -46,6 +46,7 @@ from yggdrasil.federation.orders import (
     _Ours,
     _ours,
     check_order_payload,
+    lookup_targets,
 )
 from yggdrasil.federation.partners import Partner
 from yggdrasil.federation.receipts import RECEIPT_AGGREGATE
@@ -142,7 +143,7 @@ class _OrderQueries:
 
     def __init__(self, side: Side):
         t = side.tables
-        header, lines, party = sql.Identifier(t.header), sql.Identifier(t.lines), sql.Identifier(t.party_table)
+        header, lines = sql.Identifier(t.header), sql.Identifier(t.lines)
         self.lock = sql.SQL("""
             SELECT o.id, o.b2b_source_order_id AS order_id, o.state, o.currency,
                    o.b2b_source_state AS partner_state, NULL AS partner_order_id,
@@ -159,13 +160,8 @@ class _OrderQueries:
             SELECT EXISTS (SELECT 1 FROM b2b_approvals
                             WHERE source_tenant = %(source)s AND aggregate_id = ANY(%(order_ids)s::text[])
                               AND state = 'pending') AS approval_pending,
-                   (SELECT coalesce(jsonb_object_agg(partner_sku, item_id), '{{}}'::jsonb)
-                      FROM b2b_partner_items
-                     WHERE partner_tenant_id = %(source)s AND partner_sku = ANY(%(skus)s::text[])) AS items,
-                   (SELECT id FROM {party} WHERE partner_tenant_id = %(source)s AND active ORDER BY id LIMIT 1)
-                       AS party_id,
-                   (SELECT id FROM warehouses WHERE active ORDER BY id LIMIT 1) AS warehouse_id
-            """).format(party=party).as_string(None)
+                   {targets}
+            """).format(targets=lookup_targets(t)).as_string(None)
         # As the per-message path creates one (orders.py): a draft, its lines in the same statement.
         self.create = sql.SQL("""
             WITH header AS (

@@ -148,6 +148,19 @@ class _Ours:
 
 # -- SQL, composed once per kind of order ------------------------------------------------------
 
+def lookup_targets(t: OrderTables) -> sql.Composed:
+    """Select-list items naming what a partner's order becomes ours with: its SKUs' items
+    (`items`, partner SKU -> item id, for the SKUs in `%(skus)s`), the party linked to the
+    partner (`party_id`) and our warehouse (`warehouse_id`). Also used by the fast pass."""
+    return sql.SQL("""
+        (SELECT coalesce(jsonb_object_agg(partner_sku, item_id), '{{}}'::jsonb)
+           FROM b2b_partner_items
+          WHERE partner_tenant_id = %(source)s AND partner_sku = ANY(%(skus)s::text[])) AS items,
+        (SELECT id FROM {party} WHERE partner_tenant_id = %(source)s AND active ORDER BY id LIMIT 1) AS party_id,
+        (SELECT id FROM warehouses WHERE active ORDER BY id LIMIT 1) AS warehouse_id""").format(
+        party=sql.Identifier(t.party_table))
+
+
 class _Queries:
     def __init__(self, t: OrderTables):
         header, lines, party = sql.Identifier(t.header), sql.Identifier(t.lines), sql.Identifier(t.party_table)
@@ -179,13 +192,8 @@ class _Queries:
                      WHERE source_tenant = %(source)s AND aggregate_type = %(aggregate_type)s
                        AND aggregate_id = %(order_id)s AND state = 'pending'
                        FOR UPDATE) AS approval_id,
-                   (SELECT coalesce(jsonb_object_agg(partner_sku, item_id), '{{}}'::jsonb)
-                      FROM b2b_partner_items
-                     WHERE partner_tenant_id = %(source)s AND partner_sku = ANY(%(skus)s::text[])) AS items,
-                   (SELECT id FROM {party} WHERE partner_tenant_id = %(source)s AND active ORDER BY id LIMIT 1)
-                       AS party_id,
-                   (SELECT id FROM warehouses WHERE active ORDER BY id LIMIT 1) AS warehouse_id
-            """).format(party=party))
+                   {targets}
+            """).format(targets=lookup_targets(t)))
 
         self.create_party = self._text(sql.SQL("""
             INSERT INTO {party} (code, name, partner_tenant_id, currency)
