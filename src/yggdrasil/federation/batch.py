@@ -313,7 +313,7 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
         await conn.execute(_ADVANCE_SEQUENCES, {
             "source": source, "aggregate_types": [e.aggregate_type for e in envelopes],
             "aggregate_ids": [e.aggregate_id for e in envelopes], "sequences": [e.sequence for e in envelopes]})
-        await _enqueue(conn, receipts, tenant_id, source, max_bytes)
+        await _enqueue(conn, receipts, tenant_id, source)
         await conn.execute(_RELEASE)
         # Leaving the pipeline syncs: an error in any write surfaces here, inside _declining.
 
@@ -391,11 +391,13 @@ async def _apply_receipt_group(conn: psycopg.AsyncConnection, group: list[Inboun
         await conn.execute(_RELEASE)
 
 
-def _applied_receipts(answering: list[Envelope], tenant_id: str, signing_key: Any, max_bytes: int) -> list[Envelope]:
-    """Our signed `applied` receipt for each event, as receipts.enqueue_receipt makes one. Each
-    is the first receipt of its event (the group's inbox rows are all new: we never answered
-    these events), so its number is 1; should a counter exist after all, inserting it fails
-    and the group takes the per-message path."""
+def _applied_receipts(answering: list[Envelope], tenant_id: str, signing_key: Any,
+                      max_bytes: int) -> list[tuple[Envelope, bytes]]:
+    """Our signed `applied` receipt for each event, with its wire bytes, as
+    receipts.enqueue_receipt makes one. Each is the first receipt of its event (the group's inbox
+    rows are all new: we never answered these events), so its number is 1; should a counter
+    exist after all, inserting it fails and the group takes the per-message path. Encoding
+    refuses an oversized receipt here, before anything is sent."""
     receipts = [
         sign_envelope(Envelope.create(type="b2b.receipt", source=tenant_id, destination=envelope.source,
                                       aggregate_type=RECEIPT_AGGREGATE, aggregate_id=str(envelope.event_id),
@@ -404,23 +406,21 @@ def _applied_receipts(answering: list[Envelope], tenant_id: str, signing_key: An
                       signing_key)
         for envelope in answering
     ]
-    for receipt in receipts:
-        receipt.encode(max_bytes)  # refuses an oversized one here, before anything is sent
-    return receipts
+    return [(receipt, receipt.encode(max_bytes)) for receipt in receipts]
 
 
-async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[Envelope], tenant_id: str, dest: str,
-                   max_bytes: int) -> None:
+async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[tuple[Envelope, bytes]], tenant_id: str,
+                   dest: str) -> None:
     """Into our outbox: the receipts' counters (first receipts: 1) and their rows."""
     await conn.execute(_FIRST_RECEIPT_SEQUENCES, {"aggregate_type": RECEIPT_AGGREGATE, "dest": dest,
-                                                  "aggregate_ids": [r.aggregate_id for r in receipts]})
+                                                  "aggregate_ids": [r.aggregate_id for r, _ in receipts]})
     subject = event_subject("b2b", dest, tenant_id)
     await conn.execute(_INSERT_EVENTS, {
-        "source": tenant_id, "dest": dest, "event_ids": [r.event_id for r in receipts],
-        "event_types": [r.type for r in receipts], "modules": [r.module for r in receipts],
-        "aggregate_types": [r.aggregate_type for r in receipts], "aggregate_ids": [r.aggregate_id for r in receipts],
-        "sequences": [r.sequence for r in receipts], "subjects": [subject] * len(receipts),
-        "envelopes": [r.encode(max_bytes) for r in receipts]})
+        "source": tenant_id, "dest": dest, "event_ids": [r.event_id for r, _ in receipts],
+        "event_types": [r.type for r, _ in receipts], "modules": [r.module for r, _ in receipts],
+        "aggregate_types": [r.aggregate_type for r, _ in receipts],
+        "aggregate_ids": [r.aggregate_id for r, _ in receipts], "sequences": [r.sequence for r, _ in receipts],
+        "subjects": [subject] * len(receipts), "envelopes": [raw for _, raw in receipts]})
 
 
 def _inbox_arrays(envelopes: list[Envelope]) -> dict[str, list[Any]]:
