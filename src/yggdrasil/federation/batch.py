@@ -310,9 +310,10 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
         for moves in plan.moves:
             await conn.execute(q.move, {"source": source, "order_ids": [m[0] for m in moves],
                                         "states": [m[1] for m in moves], "partner_states": [m[2] for m in moves]})
+        # One row per aggregate: an UPDATE ... FROM takes one arbitrary match per target row.
         await conn.execute(_ADVANCE_SEQUENCES, {
-            "source": source, "aggregate_types": [e.aggregate_type for e in envelopes],
-            "aggregate_ids": [e.aggregate_id for e in envelopes], "sequences": [e.sequence for e in envelopes]})
+            "source": source, **_aggregate_arrays(aggregates),
+            "sequences": [last[aggregate][0] for aggregate in aggregates]})
         await _enqueue(conn, receipts, tenant_id, source)
         await conn.execute(_RELEASE)
         # Leaving the pipeline syncs: an error in any write surfaces here, inside _declining.
