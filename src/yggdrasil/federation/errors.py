@@ -26,6 +26,12 @@ class PartnerInactive(EventRejected):
     reason = "partner.inactive"
 
 
+class PartnerModuleNotAgreed(EventRejected):
+    """The partnership does not cover the event's module (the mesh's `modules`)."""
+
+    reason = "partner.module_not_agreed"
+
+
 class SubjectMismatch(EventRejected):
     """The subject (which the broker's permissions vouch for) names another source, module or
     destination than the envelope."""

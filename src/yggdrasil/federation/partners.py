@@ -27,6 +27,8 @@ class Partner:
     key_id: str
     approval_policy: str
     status: str
+    # The modules whose events the partner may send us (`b2b` is always accepted: see relay.py).
+    modules: tuple[str, ...] = ("sales", "purchasing", "b2b")
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -47,9 +49,10 @@ async def load_partners(conn: psycopg.AsyncConnection) -> dict[str, Partner]:
     partner), read once per inbound batch."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT tenant_id, name, public_key AS public_key_text, key_id, approval_policy, status FROM b2b_partners"
+            "SELECT tenant_id, name, public_key AS public_key_text, key_id, approval_policy, status, modules "
+            "FROM b2b_partners"
         )
-        return {row["tenant_id"]: Partner(**row) for row in await cur.fetchall()}
+        return {row["tenant_id"]: Partner(**{**row, "modules": tuple(row["modules"])}) for row in await cur.fetchall()}
 
 
 async def add_partner(
@@ -77,14 +80,14 @@ async def add_partner(
             ON CONFLICT (tenant_id) DO UPDATE
                SET name = EXCLUDED.name, public_key = EXCLUDED.public_key, key_id = EXCLUDED.key_id,
                    approval_policy = EXCLUDED.approval_policy, status = 'active', updated_at = now()
-            RETURNING tenant_id, name, public_key AS public_key_text, key_id, approval_policy, status
+            RETURNING tenant_id, name, public_key AS public_key_text, key_id, approval_policy, status, modules
             """,
             {"tenant_id": tenant_id, "name": name or tenant_id, "public_key": public_key,
              "key_id": key_id(decoded), "policy": approval_policy},
         )
         row = await cur.fetchone()
     assert row is not None
-    return Partner(**row)
+    return Partner(**{**row, "modules": tuple(row["modules"])})
 
 
 async def set_partner_status(conn: psycopg.AsyncConnection, tenant_id: str, status: str) -> bool:

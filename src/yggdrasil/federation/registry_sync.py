@@ -34,7 +34,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from yggdrasil.broker.subjects import InvalidSubject, validate_tenant_id
+from yggdrasil.broker.subjects import MODULES, InvalidSubject, validate_tenant_id
 from yggdrasil.events.signing import decode_public_key, key_id
 from yggdrasil.federation.backoff import Backoff
 from yggdrasil.federation.partners import APPROVAL_POLICIES, STATUSES
@@ -63,6 +63,7 @@ class RegistryEntry:
     key_id: str
     approval_policy: str
     status: str
+    modules: list[str]
 
 
 def parse_registry(document: Any, tenant_id: str) -> list[RegistryEntry]:
@@ -81,12 +82,15 @@ def parse_registry(document: Any, tenant_id: str) -> list[RegistryEntry]:
                 tenant_id=validate_tenant_id(raw["tenant_id"]), name=str(raw["name"])[:200],
                 public_key=raw["public_key"], key_id=raw["key_id"],
                 approval_policy=raw["approval_policy"], status=raw["status"],
+                modules=[str(module) for module in raw.get("modules", MODULES)],
             )
             computed = key_id(decode_public_key(entry.public_key))
-        except (KeyError, TypeError, ValueError, InvalidSubject) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, InvalidSubject) as error:
             raise RegistrySyncError(f"a registry entry is malformed: {error!r}") from None
         if computed != entry.key_id:
             raise RegistrySyncError(f"the registry's key id for {entry.tenant_id} does not match its public key")
+        if not entry.modules or not set(entry.modules) <= set(MODULES):
+            raise RegistrySyncError(f"the registry entry for {entry.tenant_id} names unknown modules {entry.modules}")
         if entry.approval_policy not in APPROVAL_POLICIES or entry.status not in STATUSES:
             raise RegistrySyncError(f"the registry entry for {entry.tenant_id} has an unknown policy or status")
         if entry.tenant_id == tenant_id:
@@ -98,16 +102,17 @@ def parse_registry(document: Any, tenant_id: str) -> list[RegistryEntry]:
 # -- SQL ------------------------------------------------------------------------------------------
 
 _UPSERT_PARTNER = """
-    INSERT INTO b2b_partners AS p (tenant_id, name, public_key, key_id, approval_policy, status, source)
-    VALUES (%(tenant_id)s, %(name)s, %(public_key)s, %(key_id)s, %(approval_policy)s, %(status)s, 'mesh')
+    INSERT INTO b2b_partners AS p (tenant_id, name, public_key, key_id, approval_policy, status, modules, source)
+    VALUES (%(tenant_id)s, %(name)s, %(public_key)s, %(key_id)s, %(approval_policy)s, %(status)s,
+            %(modules)s::text[], 'mesh')
     ON CONFLICT (tenant_id) DO UPDATE
        SET name = EXCLUDED.name, public_key = EXCLUDED.public_key, key_id = EXCLUDED.key_id,
-           approval_policy = EXCLUDED.approval_policy, status = EXCLUDED.status, source = 'mesh',
-           updated_at = now()
+           approval_policy = EXCLUDED.approval_policy, status = EXCLUDED.status, modules = EXCLUDED.modules,
+           source = 'mesh', updated_at = now()
      -- An unchanged row is not rewritten: no audit row, no churn, on every sync.
-     WHERE (p.name, p.public_key, p.key_id, p.approval_policy, p.status, p.source)
+     WHERE (p.name, p.public_key, p.key_id, p.approval_policy, p.status, p.modules, p.source)
            IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.public_key, EXCLUDED.key_id, EXCLUDED.approval_policy,
-                             EXCLUDED.status, 'mesh')
+                             EXCLUDED.status, EXCLUDED.modules, 'mesh')
 """
 
 _SUSPEND_UNLISTED = """

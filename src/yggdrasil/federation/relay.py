@@ -11,7 +11,7 @@ message), `nak` with a delay when the database is unavailable (nothing was recor
 redelivers).
 
 The checks, in order: the subject names an event for us; the subject's source is a registered,
-active partner; the envelope decodes (size, JSON, schema version, fields, type, payload
+active partner whose partnership covers the subject's module; the envelope decodes (size, JSON, schema version, fields, type, payload
 schema); its source, module and destination are the subject's; its signature verifies with the
 partner's key. The subject is trusted because the broker's permissions let a tenant publish
 only with itself as source; the signature is checked anyway, in case one got through.
@@ -52,6 +52,7 @@ from yggdrasil.federation.errors import (
     InternalError,
     Misrouted,
     PartnerInactive,
+    PartnerModuleNotAgreed,
     PartnerUnknown,
     SubjectInvalid,
     SubjectMismatch,
@@ -114,6 +115,11 @@ def verify_message(message: InboundMessage, partners: dict[str, Partner], tenant
         raise PartnerUnknown(f"{subject.source} is not in the partner registry")
     if not partner.active:
         raise PartnerInactive(f"{subject.source} is {partner.status}")
+    # `b2b` carries receipts, resync requests and departures: the protocol itself, whatever
+    # the partnership covers.
+    if subject.module != "b2b" and subject.module not in partner.modules:
+        raise PartnerModuleNotAgreed(f"the partnership with {subject.source} does not cover {subject.module} "
+                                     f"(it covers {', '.join(partner.modules)})")
     envelope = Envelope.decode(message.data, max_bytes)
     if (envelope.source, envelope.module) != (subject.source, subject.module):
         raise SubjectMismatch(f"subject {message.subject} carries a {envelope.module} event from {envelope.source}")

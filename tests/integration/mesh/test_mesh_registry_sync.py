@@ -15,7 +15,8 @@ from mesh_harness import admin_token, bearer, mesh_server, public_key, register,
 
 from yggdrasil.devstack.ports import free_port
 from yggdrasil.events.signing import decode_public_key, key_id
-from yggdrasil.federation.errors import PartnerInactive
+from yggdrasil.events.errors import EnvelopeMalformed
+from yggdrasil.federation.errors import PartnerInactive, PartnerModuleNotAgreed
 from yggdrasil.federation.partners import add_partner, load_partners
 from yggdrasil.federation.registry_sync import RegistryEntry, apply_registry
 from yggdrasil.federation.relay import InboundMessage, verify_message
@@ -143,7 +144,8 @@ async def _bravo_status(dsn: str, expected: str) -> bool:
 
 async def test_a_mesh_partner_the_registry_stops_listing_is_suspended_and_local_partners_stay(tenant_dsn: str) -> None:
     def entry(tenant: str, key: str, status: str = "active") -> RegistryEntry:
-        return RegistryEntry(tenant, tenant.title(), key, key_id(decode_public_key(key)), "approve", status)
+        return RegistryEntry(tenant, tenant.title(), key, key_id(decode_public_key(key)), "approve", status,
+                             ["sales", "purchasing", "b2b"])
 
     bravo_key, charlie_key, local_key = public_key(), public_key(), public_key()
     async with await psycopg.AsyncConnection.connect(tenant_dsn, autocommit=True) as conn:
@@ -164,3 +166,26 @@ async def test_a_mesh_partner_the_registry_stops_listing_is_suspended_and_local_
     assert {row[0]: (row[4], row[5]) for row in await _rows(tenant_dsn)} == {
         "bravo": ("departed", "mesh"), "charlie": ("suspended", "mesh"), "delta": ("active", "local")}
     assert (await _sync_state(tenant_dsn))["etag"] == '"v2"'
+
+
+async def test_the_relay_refuses_a_module_the_partnership_does_not_cover(tenant_dsn: str) -> None:
+    key = public_key()
+    sales_only = RegistryEntry("bravo", "Bravo", key, key_id(decode_public_key(key)), "auto", "active", ["sales", "b2b"])
+    async with await psycopg.AsyncConnection.connect(tenant_dsn, autocommit=True) as conn:
+        await apply_registry(conn, "http://mesh.test", [sales_only], '"v1"')
+        partners = await load_partners(conn)
+    assert partners["bravo"].modules == ("sales", "b2b")
+    with pytest.raises(PartnerModuleNotAgreed, match="does not cover purchasing"):
+        verify_message(InboundMessage("ygg.events.purchasing.acme.bravo", b"{}"), partners, "acme")
+    # Covered modules, and b2b (receipts) always, pass this check and fail only later, on the body.
+    for module in ("sales", "b2b"):
+        with pytest.raises(EnvelopeMalformed):
+            verify_message(InboundMessage(f"ygg.events.{module}.acme.bravo", b"{}"), partners, "acme")
+
+    # The partnership widens at the mesh: the next sync lets purchasing in.
+    widened = RegistryEntry(*[*sales_only.__dict__.values()][:6], ["sales", "purchasing", "b2b"])
+    async with await psycopg.AsyncConnection.connect(tenant_dsn, autocommit=True) as conn:
+        assert await apply_registry(conn, "http://mesh.test", [widened], '"v2"') == 1
+        partners = await load_partners(conn)
+    with pytest.raises(EnvelopeMalformed):
+        verify_message(InboundMessage("ygg.events.purchasing.acme.bravo", b"{}"), partners, "acme")

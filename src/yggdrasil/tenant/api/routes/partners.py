@@ -81,6 +81,8 @@ class PartnerOut(BaseModel):
     key_id: str
     approval_policy: str
     status: str
+    modules: list[str]
+    source: str
     created_at: datetime
     updated_at: datetime
 
