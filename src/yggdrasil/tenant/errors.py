@@ -59,3 +59,9 @@ class FederationNotConfigured(TenantError):
     """An order for a partner tenant, but this server has no signing key to send it with."""
 
     message_id = "federation.not_configured"
+
+
+class ModuleNotAgreed(TenantError):
+    """An order for a partner tenant whose partnership does not cover the event's module."""
+
+    message_id = "federation.module_not_agreed"

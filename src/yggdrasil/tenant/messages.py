@@ -27,6 +27,10 @@ MESSAGES: dict[str, str] = {
         "this order concerns partner tenant {partner}, but the server has no signing key to send "
         "it with (set YGG_SIGNING_KEY_PATH; `ygg keys generate` makes one); nothing was saved"
     ),
+    "federation.module_not_agreed": (
+        "this order concerns partner tenant {partner}, but the partnership covers {modules}, not {module} "
+        "(the mesh's partnership decides; the partner would refuse the event); nothing was saved"
+    ),
     "database.rejected": "the database refused the value: {detail}",
     "report.invalid_period": "the period is empty: from {start} is after to {end}",
     "partner.exists": "partner {tenant_id} is already registered; change it with PATCH /api/v1/partners/{tenant_id}",

@@ -76,6 +76,7 @@ async def record_order_events(
         return 0
     if outbound is None or outbound.signing_key is None:
         raise errors.FederationNotConfigured(partner=order.partner_tenant_id)
+    await _check_partnership_covers(conn, order.partner_tenant_id, {t.split(".", 1)[0] for t in types})
     payload, digest = await _order_payload(conn, order)
     for event_type in types:
         await enqueue_event(
@@ -84,6 +85,16 @@ async def record_order_events(
             payload=payload, state_hash=digest, max_bytes=outbound.max_event_bytes,
         )
     return len(types)
+
+
+async def _check_partnership_covers(conn: psycopg.AsyncConnection, partner: str, modules: set[str]) -> None:
+    """Refuse an event the partner would refuse (its relay checks the same list) rather than
+    send it to be quarantined there. A partner with no registry row is not ours to judge."""
+    cur = await conn.execute("SELECT modules FROM b2b_partners WHERE tenant_id = %s", (partner,))
+    row = await cur.fetchone()
+    missing = sorted(modules - set(row[0])) if row else []
+    if missing:
+        raise errors.ModuleNotAgreed(partner=partner, modules=", ".join(row[0]), module=", ".join(missing))
 
 
 async def _order_payload(conn: psycopg.AsyncConnection, order: Order) -> tuple[OrderPayload, str]:

@@ -127,3 +127,24 @@ async def test_outbox_retention_deletes_only_answered_events_older_than_the_rete
     with psycopg.connect(api.dsn) as conn:
         kept = conn.execute("SELECT status FROM b2b_events ORDER BY id").fetchall()
     assert [s for (s,) in kept] == ["published", "acknowledged"], "unanswered and recent events stay"
+
+
+async def test_partner_order_the_partnership_does_not_cover_is_refused_and_nothing_is_saved(tenant_dsn, seller_key):
+    from yggdrasil.events.signing import encode_public_key
+    from yggdrasil.federation.partners import add_partner
+
+    key_path, _ = seller_key
+    async with await psycopg.AsyncConnection.connect(tenant_dsn, autocommit=True) as conn:
+        await add_partner(conn, tenant_id="bravo", public_key=encode_public_key(generate_keypair()[1]), name="Bravo")
+        # As the mesh's registry sync writes it for a partnership that covers only purchasing.
+        await conn.execute("UPDATE b2b_partners SET modules = ARRAY['purchasing', 'b2b'] WHERE tenant_id = 'bravo'")
+    async with open_api(make_settings(tenant_dsn, signing_key_path=key_path)) as api:
+        warehouse, item, partner, _ = await seed_master_data(api)
+        refused = await api.post("/api/v1/sales-orders", json={
+            "customer_id": partner["id"], "warehouse_id": warehouse["id"],
+            "lines": [{"item_id": item["id"], "quantity": "1"}]})
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "federation.module_not_agreed"
+        assert "covers purchasing, b2b, not sales" in refused.json()["error"]["message"]
+        assert (await api.get("/api/v1/sales-orders")).json()["items"] == []
+    assert outbox_rows(tenant_dsn) == []

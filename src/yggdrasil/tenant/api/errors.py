@@ -31,6 +31,7 @@ STATUS_BY_ERROR: dict[type[errors.TenantError], int] = {
     errors.InvalidInput: 422,
     errors.DatabaseUnavailable: 503,
     errors.FederationNotConfigured: 503,
+    errors.ModuleNotAgreed: 409,
 }
 
 
