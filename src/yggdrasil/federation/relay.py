@@ -11,10 +11,11 @@ message), `nak` with a delay when the database is unavailable (nothing was recor
 redelivers).
 
 The checks, in order: the subject names an event for us; the subject's source is a registered,
-active partner whose partnership covers the subject's module; the envelope decodes (size, JSON, schema version, fields, type, payload
-schema); its source, module and destination are the subject's; its signature verifies with the
-partner's key. The subject is trusted because the broker's permissions let a tenant publish
-only with itself as source; the signature is checked anyway, in case one got through.
+active partner whose partnership covers the subject's module; the envelope decodes (size,
+JSON, schema version, fields, type, payload schema); its source, module and destination are
+the subject's; its signature verifies with the partner's key. The subject is trusted because
+the broker's permissions let a tenant publish only with itself as source; the signature is
+checked anyway, in case one got through.
 
 Then, in the message's savepoint: the inbox row (source + event id; a duplicate stops here,
 and a copy of an order event is answered again with what we recorded, since the source may be
