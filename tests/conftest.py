@@ -45,44 +45,49 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+def migrated_template(admin_dsn: str, name: str, package: str) -> str:
+    """(Re)create database `name` with `package`'s migrations applied, to copy per test."""
+    db.drop_database(admin_dsn, name)
+    db.create_database(admin_dsn, name)
+    db.apply_migrations(db.dsn_with_database(admin_dsn, name), package)
+    return name
+
+
+@contextmanager
+def database_from_template(admin_dsn: str, template: str, prefix: str = "ygg_test") -> Iterator[str]:
+    """A fresh copy of `template` (a file copy, not a migration run), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    db.create_database(admin_dsn, name, template=template)
+    try:
+        yield db.dsn_with_database(admin_dsn, name)
+    finally:
+        db.drop_database(admin_dsn, name)
+
+
 @pytest.fixture(scope="session")
 def tenant_template(pg_admin_dsn: str) -> str:
-    db.drop_database(pg_admin_dsn, TEMPLATE_DB)
-    db.create_database(pg_admin_dsn, TEMPLATE_DB)
-    db.apply_migrations(db.dsn_with_database(pg_admin_dsn, TEMPLATE_DB), "yggdrasil.tenant")
-    return TEMPLATE_DB
+    return migrated_template(pg_admin_dsn, TEMPLATE_DB, "yggdrasil.tenant")
 
 
 @pytest.fixture
 def tenant_dsn(pg_admin_dsn: str, tenant_template: str) -> Iterator[str]:
     """A fresh, migrated tenant database for this test."""
-    name = f"ygg_test_{uuid.uuid4().hex[:12]}"
-    db.create_database(pg_admin_dsn, name, template=tenant_template)
-    try:
-        yield db.dsn_with_database(pg_admin_dsn, name)
-    finally:
-        db.drop_database(pg_admin_dsn, name)
+    with database_from_template(pg_admin_dsn, tenant_template) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
 def central_template(pg_admin_dsn: str) -> str:
     from yggdrasil.central import PACKAGE
 
-    db.drop_database(pg_admin_dsn, CENTRAL_TEMPLATE_DB)
-    db.create_database(pg_admin_dsn, CENTRAL_TEMPLATE_DB)
-    db.apply_migrations(db.dsn_with_database(pg_admin_dsn, CENTRAL_TEMPLATE_DB), PACKAGE)
-    return CENTRAL_TEMPLATE_DB
+    return migrated_template(pg_admin_dsn, CENTRAL_TEMPLATE_DB, PACKAGE)
 
 
 @pytest.fixture
 def central_dsn(pg_admin_dsn: str, central_template: str) -> Iterator[str]:
     """A fresh, migrated `ygg_central` database (mesh registry and portal) for this test."""
-    name = f"ygg_central_test_{uuid.uuid4().hex[:12]}"
-    db.create_database(pg_admin_dsn, name, template=central_template)
-    try:
-        yield db.dsn_with_database(pg_admin_dsn, name)
-    finally:
-        db.drop_database(pg_admin_dsn, name)
+    with database_from_template(pg_admin_dsn, central_template, prefix="ygg_central_test") as dsn:
+        yield dsn
 
 
 def make_settings(tenant_dsn: str, **overrides: object) -> Settings:

@@ -9,8 +9,7 @@ import contextlib
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 import nats
 import psycopg
 import pytest
+from conftest import database_from_template
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
-from yggdrasil import db
 from yggdrasil.broker.streams import consumer_spec, ensure_consumers, ensure_streams
 from yggdrasil.broker.subjects import MODULES
 from yggdrasil.devstack.nats import EmbeddedNats
@@ -75,23 +74,13 @@ class Tenant:
         return rows[0][0] if rows else None
 
 
-@contextlib.contextmanager
-def fresh_tenant_database(pg_admin_dsn: str, template: str) -> Iterator[str]:
-    name = f"ygg_test_{uuid.uuid4().hex[:12]}"
-    db.create_database(pg_admin_dsn, name, template=template)
-    try:
-        yield db.dsn_with_database(pg_admin_dsn, name)
-    finally:
-        db.drop_database(pg_admin_dsn, name)
-
-
 @contextlib.asynccontextmanager
 async def trading_pair(pg_admin_dsn: str, template: str) -> AsyncIterator[tuple[Tenant, Tenant]]:
     """ACME-SELLER and BRAVO-BUYER on fresh databases, each the other's partner. The buyer
     applies the seller's orders without approval, has a warehouse and an item, and maps the
     seller's SKU to it."""
-    with fresh_tenant_database(pg_admin_dsn, template) as seller_dsn, \
-            fresh_tenant_database(pg_admin_dsn, template) as buyer_dsn:
+    with database_from_template(pg_admin_dsn, template) as seller_dsn, \
+            database_from_template(pg_admin_dsn, template) as buyer_dsn:
         seller = Tenant(SELLER, seller_dsn, generate_keypair()[0])
         buyer = Tenant(BUYER, buyer_dsn, generate_keypair()[0])
         async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:

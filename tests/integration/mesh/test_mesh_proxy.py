@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import time
-import uuid
 
 import httpx
 import psycopg
 import pytest
+from conftest import database_from_template
 from mesh_harness import mesh_server, register, running, silent_server, tenant_server, tenant_token
 
-from yggdrasil import db
 from yggdrasil.devstack.ports import free_port
 from yggdrasil.mesh.adapters.registry import set_tenant_status
 
@@ -25,12 +24,8 @@ PROXY_TIMEOUT = 1.5
 
 @pytest.fixture
 def globex_dsn(pg_admin_dsn: str, tenant_template: str):
-    name = f"ygg_test_globex_{uuid.uuid4().hex[:8]}"
-    db.create_database(pg_admin_dsn, name, template=tenant_template)
-    try:
-        yield db.dsn_with_database(pg_admin_dsn, name)
-    finally:
-        db.drop_database(pg_admin_dsn, name)
+    with database_from_template(pg_admin_dsn, tenant_template, prefix="ygg_test_globex") as dsn:
+        yield dsn
 
 
 def _auth(token: str) -> dict[str, str]:
