@@ -652,28 +652,6 @@ async def raw_jetstream(url: str, payloads: list[bytes]) -> dict:
     return {"rate": got / (finished_wall - started_wall), "publish_rate": len(payloads) / published, "got": got}
 
 
-_RAW_APPLY = """
-    WITH actor AS (SELECT set_config('ygg.actor', 'b2b:acme', true)),
-    header AS (
-        INSERT INTO purchasing_orders (supplier_id, warehouse_id, currency, reference, b2b_source_tenant,
-                                       b2b_source_order_id, b2b_source_state)
-        SELECT %(supplier)s, %(warehouse)s, 'EUR', %(ref)s, 'acme-raw', %(ref)s, 'draft' FROM actor
-        RETURNING id
-    ), lines AS (
-        INSERT INTO purchasing_order_lines (order_id, line_no, item_id, quantity, unit_price)
-        SELECT header.id, l.line_no, l.item_id, l.quantity, l.unit_price
-          FROM header, unnest(%(line_nos)s::int[], %(item_ids)s::bigint[], %(quantities)s::numeric[],
-                              %(prices)s::numeric[]) AS l(line_no, item_id, quantity, unit_price)
-    ), inbox AS (
-        INSERT INTO b2b_inbox (source_tenant, event_id, event_type, aggregate_type, aggregate_id, sequence,
-                               outcome, applied_at)
-        SELECT 'acme-raw', %(event_id)s, 'sales.order.created', 'sales_order', %(ref)s, 1, 'applied', now()
-          FROM actor
-    )
-    SELECT id FROM header
-"""
-
-
 async def _raw_targets(conn: psycopg.AsyncConnection) -> tuple[int, int, list[int]]:
     """The buyer's supplier for the seller, its warehouse and three items, for the raw ceilings."""
     supplier = (await (await conn.execute(
@@ -684,9 +662,10 @@ async def _raw_targets(conn: psycopg.AsyncConnection) -> tuple[int, int, list[in
     return supplier, warehouse, items
 
 
-# The same rows for a whole batch in one statement: what the relay's fast pass does, minus every
-# check, the receipts and the sequences.
-_RAW_APPLY_SET = """
+# Purchase orders with their lines and inbox rows, for every event of `refs`, in one statement:
+# one event at a time for the per-event ceilings, a whole batch for the set-based one (what the
+# relay's fast pass does, minus every check, the receipts and the sequences).
+_RAW_APPLY = """
     WITH actor AS (SELECT set_config('ygg.actor', 'b2b:acme', true)),
     header AS (
         INSERT INTO purchasing_orders (supplier_id, warehouse_id, currency, reference, b2b_source_tenant,
@@ -720,7 +699,7 @@ async def raw_postgres_set_based(f: Fixture, count: int, tag: str) -> float:
         for i in range(0, count, BATCH):
             refs = [f"{tag}-{n}" for n in range(i, min(count, i + BATCH))]
             async with conn.transaction():
-                await conn.execute(_RAW_APPLY_SET, {"supplier": supplier, "warehouse": warehouse, "refs": refs,
+                await conn.execute(_RAW_APPLY, {"supplier": supplier, "warehouse": warehouse, "refs": refs,
                                                     "event_ids": [uuid.uuid4() for _ in refs], **line})
         took = time.perf_counter() - started
     return count / took
@@ -731,7 +710,7 @@ async def raw_postgres(f: Fixture, count: int, pipelined: bool, tag: str) -> flo
     100 events per transaction; audit triggers fire on the order and its lines."""
     async with await psycopg.AsyncConnection.connect(f.buyer.dsn) as conn:
         supplier, warehouse, items = await _raw_targets(conn)
-        params = [{"supplier": supplier, "warehouse": warehouse, "ref": f"{tag}-{n}", "event_id": uuid.uuid4(),
+        params = [{"supplier": supplier, "warehouse": warehouse, "refs": [f"{tag}-{n}"], "event_ids": [uuid.uuid4()],
                    "line_nos": [1, 2, 3], "item_ids": items, "quantities": [Decimal(1), Decimal(2), Decimal(3)],
                    "prices": [Decimal(p) for p in PRICES]} for n in range(count)]
 
