@@ -238,13 +238,14 @@ async def apply_inbound_batch(
     then tells the broker. Raises only for a transient database error (see TRANSIENT_ERRORS),
     after which nothing of the batch may be committed."""
     partners = await load_partners(conn)
-    # The common case first, a group of events at a time (batch.py); the rest, one by one.
-    verified = []
+    # Each message is checked once (the signature check is the relay's largest cost); the
+    # common case goes first, a group of events at a time (batch.py); the rest, one by one.
+    verified: dict[int, Inbound] = {}
     for index, message in enumerate(messages):
         with contextlib.suppress(EventRejected):
-            verified.append(Inbound(index, *verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)))
-    applied = await apply_common_case(conn, verified, tenant_id=ctx.tenant_id, signing_key=ctx.signing_key,
-                                      max_bytes=ctx.max_bytes)
+            verified[index] = Inbound(index, *verify_message(message, partners, ctx.tenant_id, ctx.max_bytes))
+    applied = await apply_common_case(conn, list(verified.values()), tenant_id=ctx.tenant_id,
+                                      signing_key=ctx.signing_key, max_bytes=ctx.max_bytes)
     # Pipeline mode: a statement whose result the code does not read (the savepoint, its
     # release, advancing a sequence, the receipt's row) travels with the next one that is read,
     # instead of costing a round trip of its own. Every message still ends with a sync, inside
@@ -252,7 +253,8 @@ async def apply_inbound_batch(
     if len(applied) == len(messages):
         return [_APPLIED] * len(messages)
     async with conn.pipeline() as pipeline:
-        return [_APPLIED if index in applied else await _handle(conn, message, partners, ctx, pipeline)
+        return [_APPLIED if index in applied
+                else await _handle(conn, message, partners, ctx, pipeline, verified.get(index))
                 for index, message in enumerate(messages)]
 
 
@@ -295,9 +297,16 @@ async def _sync(pipeline: psycopg.AsyncPipeline | None) -> None:
 
 
 async def _handle(conn: psycopg.AsyncConnection, message: InboundMessage, partners: dict[str, Partner],
-                  ctx: RelayContext, pipeline: psycopg.AsyncPipeline | None = None) -> Disposition:
+                  ctx: RelayContext, pipeline: psycopg.AsyncPipeline | None = None,
+                  checked: Inbound | None = None) -> Disposition:
+    """`checked`: the message's checks passed at the start of the batch. They stand while its
+    partner's entry is the same; an earlier event of the batch may have replaced it (a
+    departure), and then the message is checked again."""
     try:
-        envelope, partner = verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)
+        if checked is not None and partners.get(checked.envelope.source) is checked.partner:
+            envelope, partner = checked.envelope, checked.partner
+        else:
+            envelope, partner = verify_message(message, partners, ctx.tenant_id, ctx.max_bytes)
     except EventRejected as rejection:
         log.warning("quarantined a message on %s: %s", message.subject, rejection)
         await _quarantine(conn, message, rejection, source=_claimed_source(message.subject))
