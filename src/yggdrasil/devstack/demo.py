@@ -76,6 +76,7 @@ from yggdrasil.devstack.supervisor import (
 )
 from yggdrasil.devstack.view import ActivityMonitor, ChangeLogger, ProcessState, StackActivity, render_activity
 from yggdrasil.federation.keys import SigningKeyError
+from yggdrasil.files import replace_file
 from yggdrasil.mesh.errors import MeshError
 from yggdrasil.portal.errors import PortalError
 
@@ -144,21 +145,8 @@ def demo_tenants(count: int) -> tuple[DemoTenant, ...]:
 # -- small file helpers -----------------------------------------------------------------------
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    """Readers see the old file or the new one, never half of one: write a temporary file in
-    the same folder, fsync it, rename it over the target. Mode 0600: the file holds tokens."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    """Readers see the old file or the new one, never half of one. Mode 0600: it holds tokens."""
+    replace_file(path, json.dumps(data, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

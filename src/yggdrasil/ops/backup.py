@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 
 from yggdrasil import __version__
+from yggdrasil.files import fsync_folder, replace_file
 from yggdrasil.ops.pgtools import (
     client_dsn,
     database_name,
@@ -188,25 +189,6 @@ def read_manifest(run_dir: Path) -> BackupRun:
         raise BackupError(f"{path}: unreadable manifest ({type(exc).__name__}: {exc})") from None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # A rename is durable only once the folder's entry is on disk too.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # -- taking a backup --------------------------------------------------------------------------------
 
 def utc_now() -> datetime:
@@ -289,7 +271,7 @@ def run_backup(
     run.duration_seconds = round(time.monotonic() - clock, 3)
     cut_short = len(run.databases) < len(targets) or any(db.status == "cancelled" for db in run.databases)
     run.status = _run_status(run, cancelled=cut_short)
-    _write_atomically(run_dir / MANIFEST_NAME, json.dumps(run.manifest(), indent=2) + "\n")
+    replace_file(run_dir / MANIFEST_NAME, json.dumps(run.manifest(), indent=2) + "\n", mode=0o666)
     if retention_days is not None and run.ok:
         prune_runs(Path(backup_dir), retention_days)
     return run
@@ -323,7 +305,7 @@ def dump_database(
         size, digest = _run_pg_dump(pg_dump, target.dsn, partial, stop)
         os.replace(partial, final)
         (run_dir / f"{final.name}{CHECKSUM_SUFFIX}").write_text(f"{digest}  {final.name}\n", encoding="utf-8")
-        _fsync_dir(run_dir)
+        fsync_folder(run_dir)
         record.status, record.file, record.bytes, record.sha256 = "ok", final.name, size, digest
     except _Cancelled:
         record.status, record.error = "cancelled", "stopped before the dump finished"

@@ -21,7 +21,6 @@ See docs/ops/tenant-lifecycle.md for the operator's order of steps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -40,6 +39,7 @@ import psycopg
 from yggdrasil import db
 from yggdrasil.broker.permissions import ACCOUNT, ADMIN_USER, inbox_prefix, render_auth_config, tenant_permissions
 from yggdrasil.broker.subjects import InvalidSubject, validate_tenant_id
+from yggdrasil.files import replace_file
 from yggdrasil.ops.export import ExportError, ExportResult, export_tenant_database
 
 TENANT_MIGRATIONS = "yggdrasil.tenant"
@@ -91,22 +91,6 @@ def _write_secret_file(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Readers (the broker, reloading) see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 # -- the broker's users file ------------------------------------------------------------------------
@@ -477,9 +461,9 @@ def _add_broker_user(plan: OnboardingPlan, entry: dict[str, Any], accounts: dict
         previous = users_file.read_text(encoding="utf-8")
     accounts[ACCOUNT]["users"].append(entry)
     users_file.parent.mkdir(parents=True, exist_ok=True)
-    _replace_file(users_file, render_broker_users(accounts))
+    replace_file(users_file, render_broker_users(accounts))
     steps.did(f"broker user   {plan.tenant_id} in {users_file}", f"{users_file} restored",
-              (lambda: users_file.unlink()) if previous is None else (lambda: _replace_file(users_file, previous)))
+              (lambda: users_file.unlink()) if previous is None else (lambda: replace_file(users_file, previous)))
     if plan.broker_pid is None:
         return [f"broker: reload it to take the new user: nats-server --signal reload=<pid> (or SIGHUP); "
                 f"its main config must include {users_file} (include \"<that path, relative to the main "
