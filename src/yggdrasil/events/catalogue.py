@@ -6,7 +6,9 @@ sales order there, and receipt of the goods is reported back. Either side may se
 an order the other raised (the seller confirms the sales order a buyer's purchase order became;
 the buyer reports receipt on the purchase order a seller's sales order became): those name the
 destination's own order in `counterpart_order_id`. `b2b.receipt` answers every event
-with what the receiver recorded; `b2b.resync.request` asks the source to replay an order's
+with what the receiver recorded, and `b2b.receipts` carries several of them at once (the
+publisher sends the receipts waiting for one destination together: one signature and one
+broker message for a batch of answers); `b2b.resync.request` asks the source to replay an order's
 events from its outbox, when a gap in the sequence does not fill in time.
 `b2b.partner.departed` tells each partner that its source has left the federation (`ygg
 tenant depart`): the partner marks it departed and keeps every record it shares with it.
@@ -36,7 +38,11 @@ from pydantic import (
 )
 
 from yggdrasil.events.canonical import state_hash
-from yggdrasil.events.errors import PayloadInvalid, UnknownEventType, summarise_validation_error
+from yggdrasil.events.errors import (
+    PayloadInvalid,
+    UnknownEventType,
+    summarise_validation_error,
+)
 
 DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
 
@@ -143,6 +149,37 @@ class ReceiptPayload(Payload):
         return self
 
 
+class ReceiptItem(Payload):
+    """One receipt inside `b2b.receipts`: what a `b2b.receipt` says, with the receipt's own
+    event id (the receiver's inbox key) and its number among the receipts of that event."""
+
+    receipt_id: UUID
+    event_id: UUID
+    outcome: ReceiptOutcome
+    reason: str | None = Field(None, max_length=2000)
+    sequence: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _rejection_has_reason(self) -> "ReceiptItem":
+        if self.outcome == "rejected" and not self.reason:
+            raise ValueError("a rejected receipt needs a reason")
+        return self
+
+
+# A bundle answers at most this many events (a publisher batch is 100 by default).
+MAX_RECEIPTS_PER_BUNDLE = 1000
+
+
+class ReceiptBundlePayload(Payload):
+    receipts: list[ReceiptItem] = Field(min_length=1, max_length=MAX_RECEIPTS_PER_BUNDLE)
+
+    @model_validator(mode="after")
+    def _one_receipt_per_id(self) -> "ReceiptBundlePayload":
+        if len({item.receipt_id for item in self.receipts}) != len(self.receipts):
+            raise ValueError("the same receipt twice in one bundle")
+        return self
+
+
 class ResyncRequestPayload(Payload):
     aggregate_id: str = Field(min_length=1, max_length=100)
     from_sequence: int = Field(ge=1)
@@ -176,6 +213,8 @@ CATALOGUE: dict[str, EventType] = {
         *(EventType(f"purchasing.order.{verb}", OrderPayload, "purchase_order")
           for verb in ("created", "updated", "cancelled", "received")),
         EventType("b2b.receipt", ReceiptPayload, None),
+        # A bundle is its own aggregate (the receipts' ids decide it): sequence 1.
+        EventType("b2b.receipts", ReceiptBundlePayload, "b2b_receipts"),
         EventType("b2b.resync.request", ResyncRequestPayload, None),
         # Its aggregate is the departing tenant itself: one event per destination, sequence 1.
         EventType("b2b.partner.departed", PartnerDepartedPayload, "tenant"),

@@ -49,7 +49,7 @@ from yggdrasil.federation.orders import (
     lookup_targets,
 )
 from yggdrasil.federation.partners import Partner
-from yggdrasil.federation.receipts import RECEIPT_AGGREGATE
+from yggdrasil.federation.receipts import RECEIPT_AGGREGATE, bundle_items
 from yggdrasil.tenant.domain.orders import state_columns
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ async def apply_common_case(conn: psycopg.AsyncConnection, inbound: Sequence[Inb
         try:
             if module in SIDES:
                 await _apply_order_group(conn, SIDES[module], group, tenant_id, signing_key, max_bytes)
-            elif all(item.envelope.type == "b2b.receipt" for item in group):
+            elif all(item.envelope.type in ("b2b.receipt", "b2b.receipts") for item in group):
                 await _apply_receipt_group(conn, group)
             else:
                 raise _Declined(savepoint=False) from NotSimple(f"{module} events other than receipts")
@@ -241,7 +241,9 @@ class _Declined(Exception):
 async def _declining(savepoint: bool) -> AsyncIterator[None]:
     """Turn anything but a transient database error into _Declined: the per-message path then
     records every event of the group, whatever went wrong here."""
-    from yggdrasil.federation.relay import TRANSIENT_ERRORS  # the relay owns the classification
+    from yggdrasil.federation.relay import (
+        TRANSIENT_ERRORS,  # the relay owns the classification
+    )
 
     try:
         yield
@@ -369,25 +371,31 @@ def _plan_order_group(side: Side, partner: Partner, envelopes: list[Envelope], p
 
 
 async def _apply_receipt_group(conn: psycopg.AsyncConnection, group: list[Inbound]) -> None:
-    """Two round trips: savepoint, inbox rows and marks; then release."""
+    """Receipts, alone or in bundles. Two round trips: savepoint, inbox rows (one per receipt,
+    and one per bundle) and marks; then release."""
     envelopes = [item.envelope for item in group]
     source = envelopes[0].source
     async with _declining(savepoint=False):
-        receipts = [envelope.typed_payload() for envelope in envelopes]
-        assert all(isinstance(receipt, ReceiptPayload) for receipt in receipts)
-        if len({receipt.event_id for receipt in receipts}) != len(receipts):  # type: ignore[union-attr]
+        receipts = [receipt for envelope in envelopes for receipt in bundle_items(envelope)]
+        if len({receipt.event_id for receipt in receipts}) != len(receipts):
             raise NotSimple("two receipts for one event")  # one UPDATE marks a row once
+        bundles = [envelope for envelope in envelopes if envelope.type == "b2b.receipts"]
+        inbox_rows = {"event_ids": [r.receipt_id for r in receipts] + [b.event_id for b in bundles],
+                      "event_types": ["b2b.receipt"] * len(receipts) + [b.type for b in bundles],
+                      "aggregate_types": [RECEIPT_AGGREGATE] * len(receipts) + [b.aggregate_type for b in bundles],
+                      "aggregate_ids": [str(r.event_id) for r in receipts] + [b.aggregate_id for b in bundles],
+                      "sequences": [r.sequence for r in receipts] + [b.sequence for b in bundles]}
     async with _declining(savepoint=True), conn.pipeline():
         await conn.execute(_SAVEPOINT)
         await conn.execute(_SET_ACTOR, (f"b2b:{source}",))
-        inbox = await conn.execute(_INSERT_INBOX, {"source": source, **_inbox_arrays(envelopes)})
+        inbox = await conn.execute(_INSERT_INBOX, {"source": source, **inbox_rows})
         marked = await conn.execute(_MARK_RECEIPTS, {
-            "source": source, "event_ids": [r.event_id for r in receipts],  # type: ignore[union-attr]
-            "outcomes": [r.outcome for r in receipts], "reasons": [r.reason for r in receipts],  # type: ignore[union-attr]
-            "sequences": [e.sequence for e in envelopes]})
-        if len(await inbox.fetchall()) != len(envelopes):
+            "source": source, "event_ids": [r.event_id for r in receipts],
+            "outcomes": [r.outcome for r in receipts], "reasons": [r.reason for r in receipts],
+            "sequences": [r.sequence for r in receipts]})
+        if len(await inbox.fetchall()) != len(inbox_rows["event_ids"]):
             raise NotSimple("a receipt recorded before")
-        if len(await marked.fetchall()) != len(envelopes):
+        if len(await marked.fetchall()) != len(receipts):
             raise NotSimple("a receipt older than the one recorded, or for an event we did not send")
         await conn.execute(_RELEASE)
 

@@ -41,6 +41,7 @@ from nats.js.client import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil.federation.backoff import Backoff
+from yggdrasil.federation.receipts import QueuedReceipt, ReceiptBundler
 from yggdrasil.federation.status import PublisherStatus
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psyco
 
 # Pending events, and events a destination asked for again (replays keep their status).
 CLAIM_PENDING = """
-    SELECT id, event_id, subject, envelope, replays
+    SELECT id, event_id, subject, envelope, replays, event_type, dest_tenant
       FROM b2b_events
      WHERE status = 'pending' OR replay_requested_at IS NOT NULL
      ORDER BY id
@@ -126,11 +127,12 @@ class PublishRound:
 
 async def publish_pending(conn: psycopg.AsyncConnection, js: JetStreamContext, *, limit: int,
                           ack_timeout: float = 5.0, receipt_timeout: float = 60.0,
-                          resend_cap: float = 600.0) -> PublishRound:
+                          resend_cap: float = 600.0, bundler: ReceiptBundler | None = None) -> PublishRound:
     """Claim up to `limit` pending events, publish them, mark them; one transaction, which
     holds the row locks while publishing (keep `limit` small for that reason). An order event
     is due a receipt `receipt_timeout` seconds after, times two per earlier re-send, at most
-    `resend_cap`.
+    `resend_cap`. With a `bundler`, a run of receipts for one destination goes as one
+    `b2b.receipts` message (receipts.py).
 
     Publishes are pipelined (sent back to back, acks awaited together): one broker round
     trip per batch, not per event. Events the broker did not acknowledge stay pending, with
@@ -140,12 +142,13 @@ async def publish_pending(conn: psycopg.AsyncConnection, js: JetStreamContext, *
         rows = await cur.fetchall()
         if not rows:
             return PublishRound(0, 0)
+        messages = _messages(rows, bundler)
         acks: list[asyncio.Future] = []
         error: str | None = None
-        for _, event_id, subject, envelope, replays in rows:
+        for message in messages:
             try:
-                acks.append(await js.publish_async(subject, bytes(envelope),
-                                                   headers={"Nats-Msg-Id": message_id(event_id, replays)},
+                acks.append(await js.publish_async(message.subject, message.data,
+                                                   headers={"Nats-Msg-Id": message.message_id},
                                                    wait_stall=ack_timeout))
             except Exception as exc:  # connection closed, stalled: the rest wait for the next round
                 error = _describe(exc)
@@ -155,21 +158,62 @@ async def publish_pending(conn: psycopg.AsyncConnection, js: JetStreamContext, *
             for future in not_done:
                 future.cancel()
         published, failed = [], []
-        for (row_id, *_), future in zip(rows, acks, strict=False):
+        for message, future in zip(messages, acks, strict=False):
             if future.done() and not future.cancelled() and future.exception() is None:
-                published.append(row_id)
+                published += message.row_ids
             else:
-                failed.append(row_id)
+                failed += message.row_ids
                 if error is None:
                     exc = None if future.cancelled() or not future.done() else future.exception()
                     error = _describe(exc) if exc else f"no acknowledgement within {ack_timeout}s"
-        failed += [row[0] for row in rows[len(acks):]]
+        failed += [row_id for message in messages[len(acks):] for row_id in message.row_ids]
         if published:
             await conn.execute(MARK_PUBLISHED, {"ids": published, "receipt_timeout": receipt_timeout,
                                                 "resend_cap": resend_cap})
         if failed:
             await conn.execute(MARK_FAILED, {"ids": failed, "error": error})
     return PublishRound(len(rows), len(published), error)
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    row_ids: list[int]
+    subject: str
+    data: bytes
+    message_id: str
+
+
+def _messages(rows: list[tuple], bundler: ReceiptBundler | None) -> list[_Outgoing]:
+    """The claimed rows as broker messages, in claim order: each row its own message, except
+    that with a bundler a run of two or more receipts on one subject becomes one bundle."""
+    messages: list[_Outgoing] = []
+    run: list[tuple] = []
+
+    def end_run() -> None:
+        if len(run) == 1:
+            messages.append(_single(run[0]))
+        elif run:
+            subject, destination = run[0][2], run[0][6]
+            queued = [QueuedReceipt(row[0], bytes(row[3]), row[4]) for row in run]
+            messages.extend(_Outgoing(bundle.row_ids, subject, bundle.data, bundle.message_id)
+                            for bundle in bundler.bundle(destination, queued))  # type: ignore[union-attr]
+        run.clear()
+
+    for row in rows:
+        if bundler is not None and row[5] == "b2b.receipt":
+            if run and run[0][2] != row[2]:
+                end_run()
+            run.append(row)
+            continue
+        end_run()
+        messages.append(_single(row))
+    end_run()
+    return messages
+
+
+def _single(row: tuple) -> _Outgoing:
+    row_id, event_id, subject, envelope, replays, *_ = row
+    return _Outgoing([row_id], subject, bytes(envelope), message_id(event_id, replays))
 
 
 def message_id(event_id: object, replays: int) -> str:
@@ -230,6 +274,7 @@ class Publisher:
         receipt_timeout: float = 60.0,
         resend_cap: float = 600.0,
         receipts_caught_up: Callable[[], bool] | None = None,
+        bundler: ReceiptBundler | None = None,
     ):
         self.pool = pool
         self.status = status or PublisherStatus()
@@ -241,6 +286,7 @@ class Publisher:
         self.receipt_timeout = receipt_timeout
         self.resend_cap = max(resend_cap, receipt_timeout)
         self.receipts_caught_up = receipts_caught_up or (lambda: True)
+        self.bundler = bundler
         self.receipt_check_interval = max(0.1, min(receipt_timeout / 2, 30.0))
 
     async def run(self, js: JetStreamContext, stop: asyncio.Event | None = None) -> None:
@@ -257,7 +303,7 @@ class Publisher:
                 async with self.pool.connection() as conn:
                     round_ = await publish_pending(conn, js, limit=self.batch_size, ack_timeout=self.ack_timeout,
                                                    receipt_timeout=self.receipt_timeout,
-                                                   resend_cap=self.resend_cap)
+                                                   resend_cap=self.resend_cap, bundler=self.bundler)
                     if round_.published:
                         self.status.published_total += round_.published
                         self.status.last_published_at = datetime.now(UTC)

@@ -6,21 +6,46 @@ transaction that recorded the outcome: it cannot be lost, and it cannot claim wh
 back. Its aggregate is the event it answers (`b2b_event` / event id), so the receipts of one
 event are numbered 1, 2, 3 (held, then applied; awaiting approval, then accepted): the source
 keeps the latest and ignores an older one that arrives late. Receipts are never answered.
+
+On the wire, receipts waiting in the outbox for the same destination travel together: the
+publisher packs a run of them into one `b2b.receipts` bundle, signed once (ReceiptBundler).
+Each outbox row stays the record of its receipt; the bundle only carries them. A receiver
+verifies one signature per bundle instead of one per receipt, and the broker stores one
+message, which is most of what a receipt used to cost both sides. The bundle's id is derived
+from the receipts it carries, so the same run sent again is the same message (the broker's
+de-duplication drops it, the inbox catches what gets through); a different cut of the same
+receipts, after a publisher restart, is caught receipt by receipt in the receiver's inbox,
+which keys each item by the receipt's own event id.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from yggdrasil.events.catalogue import ReceiptOutcome, ReceiptPayload
+from yggdrasil.events.catalogue import (
+    MAX_RECEIPTS_PER_BUNDLE,
+    ReceiptBundlePayload,
+    ReceiptItem,
+    ReceiptOutcome,
+    ReceiptPayload,
+)
 from yggdrasil.events.envelope import DEFAULT_MAX_BYTES, Envelope
+from yggdrasil.events.errors import PayloadTooLarge
+from yggdrasil.events.signing import sign_envelope
 from yggdrasil.federation.errors import ApplyRefused
 from yggdrasil.tenant.adapters.outbox import enqueue_event
 
 RECEIPT_AGGREGATE = "b2b_event"
+BUNDLE_AGGREGATE = "b2b_receipts"
+# uuid5 namespace of bundle ids (a fixed random value: only its constancy matters).
+_BUNDLE_NAMESPACE = uuid.UUID("6f1c3d0e-8a52-4b7e-9d43-2f0a9b5e7c11")
 
 # `rejected` marks the row rejected; any other answer means the destination holds the event
 # durably (applied, held, awaiting approval, accepted, or already had it): acknowledged.
@@ -74,3 +99,125 @@ async def apply_receipt(conn: psycopg.AsyncConnection, envelope: Envelope) -> Li
     if await cur.fetchone() is None:
         raise ApplyRefused("receipt.unknown_event", f"we sent no event {receipt.event_id} to {envelope.source}")
     return "duplicate"
+
+
+# -- bundles ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedReceipt:
+    """A receipt row claimed from our outbox: its id, its signed envelope, its replay count."""
+
+    row_id: int
+    envelope: bytes
+    replays: int = 0
+
+
+@dataclass(frozen=True)
+class Bundle:
+    row_ids: list[int]
+    data: bytes
+    message_id: str
+
+
+@dataclass(frozen=True)
+class ReceiptBundler:
+    """Packs queued receipts for one destination into signed `b2b.receipts` bundles."""
+
+    tenant_id: str
+    signing_key: Ed25519PrivateKey
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def bundle(self, destination: str, queued: Sequence[QueuedReceipt]) -> list[Bundle]:
+        """One bundle, or several where one would exceed `max_bytes` or the item limit."""
+        items = [_item(receipt.envelope) for receipt in queued]
+        return self._pack(destination, list(queued), items)
+
+    def _pack(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[Bundle]:
+        if len(items) > MAX_RECEIPTS_PER_BUNDLE:
+            return self._split(destination, queued, items)
+        # The same receipts (and replay counts) make the same id, so a re-sent run is one message.
+        bundle_id = uuid.uuid5(_BUNDLE_NAMESPACE, "\n".join(
+            f"{item.receipt_id}:{receipt.replays}" for item, receipt in zip(items, queued, strict=True)))
+        envelope = sign_envelope(Envelope.create(
+            type="b2b.receipts", source=self.tenant_id, destination=destination, aggregate_id=str(bundle_id),
+            sequence=1, payload=ReceiptBundlePayload(receipts=items), event_id=bundle_id), self.signing_key)
+        try:
+            data = envelope.encode(self.max_bytes)
+        except PayloadTooLarge:
+            if len(items) == 1:
+                raise  # one receipt too large on its own: its reason is capped, so this is a bug
+            return self._split(destination, queued, items)
+        return [Bundle([receipt.row_id for receipt in queued], data, str(bundle_id))]
+
+    def _split(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[Bundle]:
+        half = len(items) // 2
+        return [*self._pack(destination, queued[:half], items[:half]),
+                *self._pack(destination, queued[half:], items[half:])]
+
+
+def _item(raw: bytes) -> ReceiptItem:
+    # Our own receipt, signed and checked when it was queued: read, not verified again.
+    data = json.loads(raw)
+    payload = data["payload"]
+    return ReceiptItem(receipt_id=data["event_id"], event_id=payload["event_id"], outcome=payload["outcome"],
+                       reason=payload.get("reason"), sequence=data["sequence"])
+
+
+def bundle_items(envelope: Envelope) -> list[ReceiptItem]:
+    """The receipts a verified `b2b.receipt` or `b2b.receipts` carries, as bundle items."""
+    payload = envelope.typed_payload()
+    if isinstance(payload, ReceiptBundlePayload):
+        return list(payload.receipts)
+    assert isinstance(payload, ReceiptPayload)
+    return [ReceiptItem(receipt_id=envelope.event_id, event_id=payload.event_id, outcome=payload.outcome,
+                        reason=payload.reason, sequence=envelope.sequence)]
+
+
+_INSERT_ITEM_INBOX = """
+    INSERT INTO b2b_inbox (source_tenant, event_id, event_type, aggregate_type, aggregate_id, sequence,
+                           outcome, applied_at)
+    VALUES (%(from)s, %(receipt_id)s, 'b2b.receipt', 'b2b_event', %(event_id)s::text, %(sequence)s,
+            'applied', now())
+    ON CONFLICT (source_tenant, event_id) DO NOTHING
+    RETURNING 1
+"""
+
+_SET_ITEM_OUTCOME = """
+    UPDATE b2b_inbox SET outcome = %(outcome)s, applied_at = NULL
+     WHERE source_tenant = %(from)s AND event_id = %(receipt_id)s
+"""
+
+
+@dataclass
+class BundleOutcome:
+    applied: int = 0
+    duplicate: int = 0
+    unknown: list[ReceiptItem] | None = None   # receipts for events we never sent that sender
+
+
+async def apply_receipt_bundle(conn: psycopg.AsyncConnection, envelope: Envelope) -> BundleOutcome:
+    """Record each receipt of a verified bundle as apply_receipt records one, each with an
+    inbox row of its own (a receipt already recorded, under this bundle or another, is a
+    duplicate). A receipt for an event we never sent to the bundle's sender is not applied:
+    its inbox row says `rejected`, and the caller reports it (returned in `unknown`)."""
+    outcome = BundleOutcome(unknown=[])
+    for item in bundle_items(envelope):
+        params = {"from": envelope.source, "receipt_id": item.receipt_id, "event_id": item.event_id,
+                  "outcome": item.outcome, "reason": item.reason, "sequence": item.sequence}
+        cur = await conn.execute(_INSERT_ITEM_INBOX, params)
+        if await cur.fetchone() is None:
+            outcome.duplicate += 1
+            continue
+        cur = await conn.execute(_MARK, params)
+        if await cur.fetchone() is not None:
+            outcome.applied += 1
+            continue
+        cur = await conn.execute(_EXISTS, params)
+        if await cur.fetchone() is None:
+            outcome.unknown.append(item)
+            await conn.execute(_SET_ITEM_OUTCOME, {**params, "outcome": "rejected"})
+        else:
+            outcome.duplicate += 1
+            await conn.execute(_SET_ITEM_OUTCOME, {**params, "outcome": "duplicate"})
+    return outcome

@@ -60,7 +60,11 @@ from yggdrasil.federation.errors import (
 )
 from yggdrasil.federation.orders import apply_order_event
 from yggdrasil.federation.partners import Partner, load_partners
-from yggdrasil.federation.receipts import apply_receipt, enqueue_receipt
+from yggdrasil.federation.receipts import (
+    apply_receipt,
+    apply_receipt_bundle,
+    enqueue_receipt,
+)
 from yggdrasil.federation.resync import mark_for_replay, request_resyncs
 from yggdrasil.federation.status import RelayStatus
 
@@ -352,6 +356,8 @@ async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelo
         if outcome != "applied":
             await _set_inbox_outcome(conn, envelope, outcome)
         return Disposition("ack", outcome)
+    if envelope.type == "b2b.receipts":
+        return await _record_bundle(conn, message, envelope)
     if envelope.type == "b2b.resync.request":
         await mark_for_replay(conn, envelope)
         return Disposition("ack", "applied")
@@ -386,6 +392,23 @@ async def _record(conn: psycopg.AsyncConnection, message: InboundMessage, envelo
     if has_held:
         await _drain_held(conn, key, partners, ctx)
     return Disposition("ack", result.outcome)
+
+
+async def _record_bundle(conn: psycopg.AsyncConnection, message: InboundMessage, envelope: Envelope) -> Disposition:
+    """Receipts in a bundle: each recorded on its own; one for an event we never sent to the
+    sender is kept in quarantine (the bundle's bytes, naming the receipt), as a lone receipt
+    for one would be, and the rest still count."""
+    result = await apply_receipt_bundle(conn, envelope)
+    for item in result.unknown or ():
+        refusal = ApplyRefused("receipt.unknown_event", f"receipt {item.receipt_id} in bundle {envelope.event_id}: "
+                                                        f"we sent no event {item.event_id} to {envelope.source}")
+        log.warning("refused a receipt from %s: %s", envelope.source, refusal)
+        await _quarantine(conn, message, refusal, source=envelope.source, event_id=str(item.receipt_id))
+    if result.applied:
+        return _APPLIED
+    outcome: Outcome = "rejected" if result.unknown else "duplicate"
+    await _set_inbox_outcome(conn, envelope, outcome)
+    return Disposition("ack", outcome, "receipt.unknown_event" if result.unknown else None)
 
 
 async def _record_refusal(conn: psycopg.AsyncConnection, message: InboundMessage, envelope: Envelope,

@@ -31,6 +31,7 @@ from yggdrasil.broker.streams import declared_streams_for, ensure_streams
 from yggdrasil.federation.backoff import Backoff
 from yggdrasil.federation.keys import load_signing_key
 from yggdrasil.federation.publisher import Publisher, count_pending, listen_for_outbox
+from yggdrasil.federation.receipts import ReceiptBundler
 from yggdrasil.federation.registry_sync import RegistrySync
 from yggdrasil.federation.relay import Relay, RelayContext
 from yggdrasil.federation.status import SidecarStatus
@@ -70,6 +71,7 @@ def bootstrap(settings: Settings, *, signing_key: Ed25519PrivateKey | None = Non
         resend_cap=settings.receipt_resend_max_interval_seconds,
         # Receipts arrive on the b2b stream: none is overdue while it still has a backlog for us.
         receipts_caught_up=lambda: "b2b" in status.relay.caught_up,
+        bundler=ReceiptBundler(settings.tenant_id, key, settings.max_event_bytes),
     )
     relay = Relay(
         pool, RelayContext(settings.tenant_id, key, settings.max_event_bytes), status=status.relay,

@@ -219,7 +219,7 @@ def test_catalogue_holds_every_federated_event_type():
     assert set(CATALOGUE) == {
         "sales.order.created", "sales.order.updated", "sales.order.confirmed", "sales.order.shipped",
         "sales.order.cancelled", "purchasing.order.created", "purchasing.order.updated",
-        "purchasing.order.cancelled", "purchasing.order.received", "b2b.receipt", "b2b.resync.request",
+        "purchasing.order.cancelled", "purchasing.order.received", "b2b.receipt", "b2b.receipts", "b2b.resync.request",
         "b2b.partner.departed",
     }
 
