@@ -40,7 +40,9 @@ nats-server (JetStream, `sync_interval: always`, as the project configures it) a
   path with 1 and 4 connections.
 
 Latency = commit time of the buyer's purchase order minus commit time of the seller's
-transaction (`pg_xact_commit_timestamp`; one server, one clock). No assertions: figures go to
+transaction (`pg_xact_commit_timestamp`; one server, one clock), split into stages: to the
+publisher's claim (`published_at`), to the buyer's relay transaction (the inbox's `applied_at`),
+and that transaction up to its commit. No assertions: figures go to
 bench/RESULTS.md by hand. Everything shares the machine, as on a small on-premises box.
 """
 
@@ -118,6 +120,10 @@ class Flow:
     delivered_rate: float = float("nan")     # buyer commits/s, first to last
     latencies_ms: list[float] = field(default_factory=list)      # commit to commit
     start_latencies_ms: list[float] = field(default_factory=list)  # PO created_at - b2b_events.created_at
+    # Where the commit-to-commit time goes, per order: seller commit -> the publisher's claim
+    # (`published_at`, its transaction's start), -> the buyer's relay transaction start (the
+    # inbox row's `applied_at`), -> the buyer's commit.
+    stages_ms: dict[str, list[float]] = field(default_factory=lambda: {"claim": [], "relay": [], "apply": []})
     note: str = ""
 
     def p(self, q: float, start: bool = False) -> float:
@@ -353,14 +359,17 @@ async def measure_flow(f: Fixture, label: str, made: list[tuple[str, str]]) -> F
         committed = dict(conn.execute(
             "SELECT x, pg_xact_commit_timestamp(x::xid) FROM unnest(%s::text[]) AS x",
             ([xid for _, xid in made],)).fetchall())
-        created = dict(conn.execute(
-            "SELECT aggregate_id, created_at FROM b2b_events "
-            "WHERE event_type = 'sales.order.created' AND aggregate_id = ANY(%s)", (keys,)).fetchall())
-    seller = {key: (committed[xid], created[key]) for key, xid in made}
+        events = {row[0]: row[1:] for row in conn.execute(
+            "SELECT aggregate_id, created_at, published_at, event_id FROM b2b_events "
+            "WHERE event_type = 'sales.order.created' AND aggregate_id = ANY(%s)", (keys,)).fetchall()}
+    seller = {key: (committed[xid], events[key][0]) for key, xid in made}
     with psycopg.connect(f.buyer.dsn) as conn:
         buyer = {row[0]: row[1:] for row in conn.execute(
             """SELECT b2b_source_order_id, pg_xact_commit_timestamp(xmin), created_at FROM purchasing_orders
                 WHERE b2b_source_tenant = %s AND b2b_source_order_id = ANY(%s)""", (SELLER, keys))}
+        relayed = dict(conn.execute(
+            "SELECT event_id, applied_at FROM b2b_inbox WHERE source_tenant = %s AND event_id = ANY(%s)",
+            (SELLER, [event_id for _, _, event_id in events.values()])).fetchall())
     flow = Flow(label, len(made), applied=len(buyer))
 
     def rate(times: list[datetime]) -> float:
@@ -374,6 +383,11 @@ async def measure_flow(f: Fixture, label: str, made: list[tuple[str, str]]) -> F
         seller_committed, event_created = seller[key]
         flow.latencies_ms.append((committed - seller_committed).total_seconds() * 1000)
         flow.start_latencies_ms.append((created - event_created).total_seconds() * 1000)
+        _, published, event_id = events[key]
+        if published is not None and relayed.get(event_id) is not None:
+            marks = [seller_committed, published, relayed[event_id], committed]
+            for stage, (begin, end) in zip(flow.stages_ms, itertools.pairwise(marks), strict=True):
+                flow.stages_ms[stage].append((end - begin).total_seconds() * 1000)
     return flow
 
 
@@ -782,14 +796,15 @@ def report(out: dict, ceilings: dict, relay: dict, args) -> str:
         f"### Latency, seller commit -> buyer purchase order commit (producer for (b): `{args.producer}` path)",
         "",
         "| load | orders | applied | producer achieved /s | delivered /s | p50 ms | p99 ms | max ms "
-        "| p50 / p99 ms by created_at |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 / p99 ms by created_at | p50 / p99 ms by stage: to claim, to buyer transaction, buyer transaction |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for flow in [a, *(flow for _, flow in out["b"])]:
         lines.append(
             f"| {flow.label}{' ' + flow.note if flow.note else ''} | {flow.orders} | {flow.applied} "
             f"| {flow.producer_rate:,.0f} | {flow.delivered_rate:,.0f} | {flow.p(50):.1f} | {flow.p(99):.1f} "
-            f"| {max(flow.latencies_ms, default=float('nan')):.1f} | {flow.p(50, True):.1f} / {flow.p(99, True):.1f} |")
+            f"| {max(flow.latencies_ms, default=float('nan')):.1f} | {flow.p(50, True):.1f} / {flow.p(99, True):.1f} "
+            f"| {', '.join(f'{percentile(v, 50):.1f} / {percentile(v, 99):.1f}' for v in flow.stages_ms.values())} |")
     at200 = next((flow for offered, flow in out["b"] if offered == 200), None)
     if at200:
         lines += ["", f"Target: p99 < 100 ms at 200/s: {at200.p(99):.1f} ms -> "
