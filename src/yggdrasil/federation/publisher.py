@@ -40,6 +40,7 @@ import psycopg
 from nats.js.client import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
+from yggdrasil.events.errors import PayloadTooLarge
 from yggdrasil.federation.backoff import Backoff
 from yggdrasil.federation.receipts import QueuedReceipt, ReceiptBundler
 from yggdrasil.federation.status import PublisherStatus
@@ -195,8 +196,15 @@ def _messages(rows: list[tuple], bundler: ReceiptBundler | None) -> list[_Outgoi
         elif run:
             subject, destination = run[0][2], run[0][6]
             queued = [QueuedReceipt(row[0], bytes(row[3]), row[4]) for row in run]
-            messages.extend(_Outgoing(bundle.row_ids, subject, bundle.data, bundle.message_id)
-                            for bundle in bundler.bundle(destination, queued))  # type: ignore[union-attr]
+            try:
+                bundles = bundler.bundle(destination, queued)  # type: ignore[union-attr]
+            except PayloadTooLarge:
+                # A receipt so near the size limit that even a bundle of one exceeds it: each
+                # goes as stored (it was encoded within the limit when queued).
+                messages.extend(_single(row) for row in run)
+            else:
+                messages.extend(_Outgoing(bundle.row_ids, subject, bundle.data, bundle.message_id)
+                                for bundle in bundles)
         run.clear()
 
     for row in rows:

@@ -74,3 +74,13 @@ def test_a_bundle_over_the_size_limit_is_split_and_each_part_stays_under_it():
     assert all(len(m.data) <= 5000 for m in messages)
     assert [row_id for m in messages for row_id in m.row_ids] == list(range(1, 9))
     assert [item.receipt_id for m in messages for item in items(m.data)] == [row[1] for row in rows]
+
+
+def test_receipts_too_large_to_bundle_even_alone_go_as_stored():
+    rows = [receipt_row(n, "acme", reason_length=1900) for n in (1, 2)]
+    limit = max(len(row[3]) for row in rows) + 10  # each fits alone; a bundle of one does not
+
+    messages = _messages(rows, ReceiptBundler(ME, KEY, max_bytes=limit))
+
+    assert [(m.row_ids, m.data, m.message_id) for m in messages] == [
+        ([row[0]], row[3], str(row[1])) for row in rows]
