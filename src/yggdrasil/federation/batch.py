@@ -241,9 +241,7 @@ class _Declined(Exception):
 async def _declining(savepoint: bool) -> AsyncIterator[None]:
     """Turn anything but a transient database error into _Declined: the per-message path then
     records every event of the group, whatever went wrong here."""
-    from yggdrasil.federation.relay import (
-        TRANSIENT_ERRORS,  # the relay owns the classification
-    )
+    from yggdrasil.federation.relay import TRANSIENT_ERRORS  # the relay owns the classification
 
     try:
         yield

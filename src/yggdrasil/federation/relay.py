@@ -60,11 +60,7 @@ from yggdrasil.federation.errors import (
 )
 from yggdrasil.federation.orders import apply_order_event
 from yggdrasil.federation.partners import Partner, load_partners
-from yggdrasil.federation.receipts import (
-    apply_receipt,
-    apply_receipt_bundle,
-    enqueue_receipt,
-)
+from yggdrasil.federation.receipts import apply_receipt, apply_receipt_bundle, enqueue_receipt
 from yggdrasil.federation.resync import mark_for_replay, request_resyncs
 from yggdrasil.federation.status import RelayStatus
 
