@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import psycopg
@@ -43,7 +43,6 @@ from yggdrasil.federation.errors import ApplyRefused
 from yggdrasil.tenant.adapters.outbox import enqueue_event
 
 RECEIPT_AGGREGATE = "b2b_event"
-BUNDLE_AGGREGATE = "b2b_receipts"
 # uuid5 namespace of bundle ids (a fixed random value: only its constancy matters).
 _BUNDLE_NAMESPACE = uuid.UUID("6f1c3d0e-8a52-4b7e-9d43-2f0a9b5e7c11")
 
@@ -146,7 +145,7 @@ class ReceiptBundler:
             data = envelope.encode(self.max_bytes)
         except PayloadTooLarge:
             if len(items) == 1:
-                raise  # one receipt too large on its own: its reason is capped, so this is a bug
+                raise  # too large even alone: the publisher sends that receipt as stored
             return self._split(destination, queued, items)
         return [Bundle([receipt.row_id for receipt in queued], data, str(bundle_id))]
 
@@ -193,7 +192,7 @@ _SET_ITEM_OUTCOME = """
 class BundleOutcome:
     applied: int = 0
     duplicate: int = 0
-    unknown: list[ReceiptItem] | None = None   # receipts for events we never sent that sender
+    unknown: list[ReceiptItem] = field(default_factory=list)  # for events we never sent that sender
 
 
 async def apply_receipt_bundle(conn: psycopg.AsyncConnection, envelope: Envelope) -> BundleOutcome:
@@ -201,7 +200,7 @@ async def apply_receipt_bundle(conn: psycopg.AsyncConnection, envelope: Envelope
     inbox row of its own (a receipt already recorded, under this bundle or another, is a
     duplicate). A receipt for an event we never sent to the bundle's sender is not applied:
     its inbox row says `rejected`, and the caller reports it (returned in `unknown`)."""
-    outcome = BundleOutcome(unknown=[])
+    outcome = BundleOutcome()
     for item in bundle_items(envelope):
         params = {"from": envelope.source, "receipt_id": item.receipt_id, "event_id": item.event_id,
                   "outcome": item.outcome, "reason": item.reason, "sequence": item.sequence}

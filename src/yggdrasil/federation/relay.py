@@ -395,7 +395,7 @@ async def _record_bundle(conn: psycopg.AsyncConnection, message: InboundMessage,
     sender is kept in quarantine (the bundle's bytes, naming the receipt), as a lone receipt
     for one would be, and the rest still count."""
     result = await apply_receipt_bundle(conn, envelope)
-    for item in result.unknown or ():
+    for item in result.unknown:
         refusal = ApplyRefused("receipt.unknown_event", f"receipt {item.receipt_id} in bundle {envelope.event_id}: "
                                                         f"we sent no event {item.event_id} to {envelope.source}")
         log.warning("refused a receipt from %s: %s", envelope.source, refusal)
