@@ -38,11 +38,7 @@ from pydantic import (
 )
 
 from yggdrasil.events.canonical import state_hash
-from yggdrasil.events.errors import (
-    PayloadInvalid,
-    UnknownEventType,
-    summarise_validation_error,
-)
+from yggdrasil.events.errors import PayloadInvalid, UnknownEventType, summarise_validation_error
 
 DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
 

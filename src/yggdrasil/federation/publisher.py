@@ -42,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from yggdrasil.events.errors import PayloadTooLarge
 from yggdrasil.federation.backoff import Backoff
-from yggdrasil.federation.receipts import QueuedReceipt, ReceiptBundler
+from yggdrasil.federation.receipts import OutboxMessage, QueuedReceipt, ReceiptBundler
 from yggdrasil.federation.status import PublisherStatus
 
 log = logging.getLogger(__name__)
@@ -176,35 +176,23 @@ async def publish_pending(conn: psycopg.AsyncConnection, js: JetStreamContext, *
     return PublishRound(len(rows), len(published), error)
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    row_ids: list[int]
-    subject: str
-    data: bytes
-    message_id: str
-
-
-def _messages(rows: list[tuple], bundler: ReceiptBundler | None) -> list[_Outgoing]:
+def _messages(rows: list[tuple], bundler: ReceiptBundler | None) -> list[OutboxMessage]:
     """The claimed rows as broker messages, in claim order: each row its own message, except
     that with a bundler a run of two or more receipts on one subject becomes one bundle."""
-    messages: list[_Outgoing] = []
+    messages: list[OutboxMessage] = []
     run: list[tuple] = []
 
     def end_run() -> None:
         if len(run) == 1:
             messages.append(_single(run[0]))
         elif run:
-            subject, destination = run[0][2], run[0][6]
             queued = [QueuedReceipt(row[0], bytes(row[3]), row[4]) for row in run]
             try:
-                bundles = bundler.bundle(destination, queued)  # type: ignore[union-attr]
+                messages.extend(bundler.bundle(run[0][6], queued))  # type: ignore[union-attr]
             except PayloadTooLarge:
                 # A receipt so near the size limit that even a bundle of one exceeds it: each
                 # goes as stored (it was encoded within the limit when queued).
                 messages.extend(_single(row) for row in run)
-            else:
-                messages.extend(_Outgoing(bundle.row_ids, subject, bundle.data, bundle.message_id)
-                                for bundle in bundles)
         run.clear()
 
     for row in rows:
@@ -219,9 +207,9 @@ def _messages(rows: list[tuple], bundler: ReceiptBundler | None) -> list[_Outgoi
     return messages
 
 
-def _single(row: tuple) -> _Outgoing:
+def _single(row: tuple) -> OutboxMessage:
     row_id, event_id, subject, envelope, replays, *_ = row
-    return _Outgoing([row_id], subject, bytes(envelope), message_id(event_id, replays))
+    return OutboxMessage([row_id], subject, bytes(envelope), message_id(event_id, replays))
 
 
 def message_id(event_id: object, replays: int) -> str:

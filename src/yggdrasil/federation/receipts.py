@@ -29,6 +29,7 @@ from typing import Literal
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from yggdrasil.broker.subjects import event_subject
 from yggdrasil.events.catalogue import (
     MAX_RECEIPTS_PER_BUNDLE,
     ReceiptBundlePayload,
@@ -113,8 +114,11 @@ class QueuedReceipt:
 
 
 @dataclass(frozen=True)
-class Bundle:
+class OutboxMessage:
+    """What the publisher sends for one or more outbox rows (a bundle carries several)."""
+
     row_ids: list[int]
+    subject: str
     data: bytes
     message_id: str
 
@@ -127,12 +131,12 @@ class ReceiptBundler:
     signing_key: Ed25519PrivateKey
     max_bytes: int = DEFAULT_MAX_BYTES
 
-    def bundle(self, destination: str, queued: Sequence[QueuedReceipt]) -> list[Bundle]:
+    def bundle(self, destination: str, queued: Sequence[QueuedReceipt]) -> list[OutboxMessage]:
         """One bundle, or several where one would exceed `max_bytes` or the item limit."""
         items = [_item(receipt.envelope) for receipt in queued]
         return self._pack(destination, list(queued), items)
 
-    def _pack(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[Bundle]:
+    def _pack(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[OutboxMessage]:
         if len(items) > MAX_RECEIPTS_PER_BUNDLE:
             return self._split(destination, queued, items)
         # The same receipts (and replay counts) make the same id, so a re-sent run is one message.
@@ -147,9 +151,10 @@ class ReceiptBundler:
             if len(items) == 1:
                 raise  # too large even alone: the publisher sends that receipt as stored
             return self._split(destination, queued, items)
-        return [Bundle([receipt.row_id for receipt in queued], data, str(bundle_id))]
+        subject = event_subject("b2b", destination, self.tenant_id)
+        return [OutboxMessage([receipt.row_id for receipt in queued], subject, data, str(bundle_id))]
 
-    def _split(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[Bundle]:
+    def _split(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[OutboxMessage]:
         half = len(items) // 2
         return [*self._pack(destination, queued[:half], items[:half]),
                 *self._pack(destination, queued[half:], items[half:])]
