@@ -71,7 +71,7 @@ async def test_a_bundle_carries_every_receipt_once_and_marks_every_order_event(s
 async def test_a_receipt_in_a_bundle_for_an_event_never_sent_is_quarantined_and_the_rest_count(
     seller: Tenant, buyer: Tenant
 ):
-    [sold] = await orders_applied_on_the_buyer(seller, buyer, 1)
+    await orders_applied_on_the_buyer(seller, buyer, 1)
     [real] = queued_receipts(buyer)
     stranger = sign_envelope(Envelope.create(
         type="b2b.receipt", source=buyer.id, destination=SELLER, aggregate_type="b2b_event",
@@ -87,7 +87,6 @@ async def test_a_receipt_in_a_bundle_for_an_event_never_sent_is_quarantined_and_
     assert seller.fetch("SELECT event_id::text, reason FROM b2b_quarantine") == [
         (str(stranger.event_id), "receipt.unknown_event")]
     assert seller.fetch("SELECT outcome FROM b2b_inbox WHERE event_id = %s", (stranger.event_id,)) == [("rejected",)]
-    assert sold.event_id != stranger.payload["event_id"]
 
 
 async def test_a_newer_receipt_in_a_bundle_replaces_the_older_and_an_older_one_is_a_duplicate(
