@@ -12,7 +12,8 @@ import pytest
 from yggdrasil.events.canonical import state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import generate_keypair, sign_envelope
-from yggdrasil.federation.relay import InboundMessage
+from yggdrasil.federation.partners import load_partners
+from yggdrasil.federation.relay import CheckedAhead, InboundMessage, RelayContext, apply_inbound_batch, check_messages
 from yggdrasil.federation.resync import request_resyncs
 
 from .b2b_harness import (
@@ -228,3 +229,31 @@ async def test_a_failing_statement_whose_result_is_not_read_rolls_back_only_its_
         ("SO-1020", 1), ("SO-1021", 1)]
     assert [(event_id, outcome) for event_id, outcome, _ in receipts_sent(buyer)] == [
         (str(first.event_id), "rejected"), (str(second.event_id), "applied")]
+
+
+async def test_checks_made_ahead_count_only_if_the_registry_is_unchanged_in_the_transaction(
+    seller: Tenant, buyer: Tenant
+):
+    # The sidecar checks the next batch (signatures, partner) while the current one is in its
+    # transaction; the transaction reads the registry again and trusts those checks only if it
+    # is the same.
+    ctx = RelayContext(buyer.id, buyer.key)
+    first, second = [outbox_message(seller, await sell(seller, order)) for order in ("SO-1030", "SO-1031")]
+    async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+        partners = await load_partners(conn)
+    ahead = CheckedAhead(partners, check_messages([first], partners, ctx))
+    assert list(ahead.verified) == [0], "the seller's event passes its checks"
+
+    async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+        async with conn.transaction():
+            [applied] = await apply_inbound_batch(conn, [first], ctx, checked=ahead)
+    assert applied.outcome == "applied"
+
+    # Suspended after the next batch was checked ahead: the transaction checks it again.
+    ahead = CheckedAhead(partners, check_messages([second], partners, ctx))
+    buyer.fetch("UPDATE b2b_partners SET status = 'suspended' WHERE tenant_id = %s RETURNING 1", (SELLER,))
+    async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
+        async with conn.transaction():
+            [refused] = await apply_inbound_batch(conn, [second], ctx, checked=ahead)
+    assert (refused.verb, refused.outcome, refused.reason) == ("term", "quarantined", "partner.inactive")
+    assert [row[0] for row in purchase_orders(buyer)] == ["SO-1030"]
