@@ -24,19 +24,19 @@ nats-server (JetStream, `sync_interval: always`, as the project configures it) a
       rate, delivered rate, and commit-to-commit latency p50/p99/max.
   (c) ceilings, same broker, same database server, same durability:
       - raw JetStream: the same envelope bytes published to a scratch stream with the same
-        settings (file storage, `Nats-Msg-Id`, pipelined in windows of 100 like the publisher)
-        while a pull consumer in another process fetches 100 at a time and acks each;
+        settings (file storage, `Nats-Msg-Id`, pipelined in windows of one batch like the publisher)
+        while a pull consumer in another process fetches a batch at a time and acks each;
       - raw PostgreSQL apply on the buyer's database: per event, a purchase order with 3 lines
-        and an inbox row (one statement), in a savepoint, 100 per transaction, audit triggers
+        and an inbox row (one statement), in a savepoint, a batch per transaction, audit triggers
         firing; once with each statement awaited, once pipelined (one round trip per batch); and
-        set-based, the same rows for 100 events in one statement (as the relay's fast pass
+        set-based, the same rows for a batch of events in one statement (as the relay's fast pass
         writes). The fastest of the three is the PostgreSQL ceiling.
   For reference only (not the same durability): raw JetStream on a second nats-server with
   JetStream's default sync. And, to see where the time goes (sidecars stopped): the relay's own
   `apply_inbound_batch` run in-process on fresh seller events (every check, the effect, the
   receipt; no broker), profiled by package; the seller applying the receipts that produced;
   the statements each issues per event (counted from PostgreSQL's statement log for one batch
-  of 100); the CPU each process used during (a); one awaited `SELECT 1`; the seller's write
+  of one batch); the CPU each process used during (a); one awaited `SELECT 1`; the seller's write
   path with 1 and 4 connections.
 
 Latency = commit time of the buyer's purchase order minus commit time of the seller's
@@ -88,6 +88,7 @@ from yggdrasil.federation.keys import write_signing_key
 from yggdrasil.federation.partners import add_partner, load_partners, map_partner_item
 from yggdrasil.federation.receipts import QueuedReceipt, ReceiptBundler
 from yggdrasil.federation.relay import InboundMessage, RelayContext, apply_inbound_batch, verify_message
+from yggdrasil.settings import Settings
 from yggdrasil.tenant.adapters.outbox import enqueue_event
 from yggdrasil.tenant.domain.commands import CreateSalesOrder, NewLine
 from yggdrasil.tenant.outbound import OutboundEvents
@@ -96,7 +97,10 @@ from yggdrasil.tenant.services import create_sales_order
 SELLER, BUYER = "acme", "bravo"
 ACTOR = "bench-producer"
 PRICES = ("12.5000", "7.2500", "99.9900")
-BATCH = 100  # the sidecar's default outbox and relay batch sizes
+# The sidecar's default outbox and relay batch sizes: the ceilings publish, fetch and write
+# in batches of the same size.
+BATCH = Settings.model_fields["relay_batch_size"].default
+assert BATCH == Settings.model_fields["outbox_batch_size"].default
 RAW_STREAM, RAW_SUBJECT, RAW_DURABLE = "BENCH_RAW", "bench.raw.sales.bravo.acme", "bench-raw"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -153,6 +157,7 @@ class Fixture:
     log_path: Path
     tmp: Path
     nats_pid: int
+    sidecar_env: dict[str, str] = field(default_factory=dict)  # --sidecar-setting, as YGG_ variables
 
 
 async def seed(seller: Tenant, buyer: Tenant) -> tuple[int, int, list[int]]:
@@ -269,6 +274,7 @@ def start_sidecar(f: Fixture, tenant: Tenant) -> tuple[subprocess.Popen, object]
     env = {k: v for k, v in os.environ.items() if not k.startswith("YGG_")}
     env.update({"YGG_TENANT_ID": tenant.id, "YGG_TENANT_DSN": tenant.dsn, "YGG_BROKER_URL": f.broker_url,
                 "YGG_SIGNING_KEY_PATH": str(tenant.key_path), "YGG_BROKER_ENSURE_STREAMS": "true",
+                **f.sidecar_env,
                 **({"YGG_LOG_LEVEL": os.environ["YGG_BENCH_SIDECAR_LOG_LEVEL"]} if "YGG_BENCH_SIDECAR_LOG_LEVEL" in os.environ else {})})
     log = open(f.tmp / f"sidecar-{tenant.id}.log", "wb")  # noqa: SIM115 - closed in stop_sidecars
     process = subprocess.Popen([sys.executable, "-m", "yggdrasil", "sidecar", "run"], env=env, cwd=f.tmp,
@@ -380,9 +386,11 @@ async def measure_flow(f: Fixture, label: str, made: list[tuple[str, str]]) -> F
     flow = Flow(label, len(made), applied=len(buyer))
 
     def rate(times: list[datetime]) -> float:
+        # Events committed after the first commit, over the span: a whole batch shares the
+        # first timestamp, and counting it would favour large batches.
         times = sorted(times)
         span = (times[-1] - times[0]).total_seconds() if len(times) > 1 else 0
-        return (len(times) - 1) / span if span > 0 else float("nan")
+        return sum(t > times[0] for t in times) / span if span > 0 else float("nan")
 
     flow.producer_rate = rate([committed for committed, _ in seller.values()])
     flow.delivered_rate = rate([committed for committed, _ in buyer.values()])
@@ -512,7 +520,7 @@ def _statement_kind(sql: str) -> str:
 async def apply_in_process(f: Fixture, tenant: Tenant, messages: list[InboundMessage], *,
                            log_statements: bool = False,
                            profiler: cProfile.Profile | None = None) -> tuple[float, Counter]:
-    """The relay's batch apply (`apply_inbound_batch`), 100 per transaction, as the sidecar
+    """The relay's batch apply (`apply_inbound_batch`), a batch per transaction, as the sidecar
     runs it minus the broker. Returns seconds and, if logged, the statements issued."""
     ctx = RelayContext(tenant.id, tenant.key)
     async with await psycopg.AsyncConnection.connect(tenant.dsn, autocommit=True) as conn:
@@ -590,7 +598,7 @@ def receipt_bundles(f: Fixture, limit: int) -> list[InboundMessage]:
 async def relay_analysis(f: Fixture, count: int) -> dict:
     """With the sidecars stopped: fresh seller events (the real create path), applied by the
     relay's code in-process on the buyer, then the buyer's receipts applied on the seller.
-    Three sets: timed (`count`), profiled (`count`), statements logged (100)."""
+    Three sets: timed (`count`), profiled (`count`), statements logged (one batch)."""
     producer = Producer(f)
     total = 2 * count + BATCH
     await producer.backlog(total)
@@ -735,7 +743,7 @@ _RAW_APPLY = """
 
 
 async def raw_postgres_set_based(f: Fixture, count: int, tag: str) -> tuple[float, float]:
-    """Per batch of 100 events: one statement writing every purchase order, its 3 lines and
+    """Per batch of events: one statement writing every purchase order, its 3 lines and
     the inbox rows, in one transaction; audit triggers fire on every order and line. Returns
     the rate and the CPU seconds used (this process and PostgreSQL)."""
     async with await psycopg.AsyncConnection.connect(f.buyer.dsn) as conn:
@@ -756,7 +764,7 @@ async def raw_postgres_set_based(f: Fixture, count: int, tag: str) -> tuple[floa
 
 async def raw_postgres(f: Fixture, count: int, pipelined: bool, tag: str) -> float:
     """Per event: savepoint, purchase order + 3 lines + inbox row in one statement, release;
-    100 events per transaction; audit triggers fire on the order and its lines."""
+    a batch of events per transaction; audit triggers fire on the order and its lines."""
     async with await psycopg.AsyncConnection.connect(f.buyer.dsn) as conn:
         supplier, warehouse, items = await _raw_targets(conn)
         params = [{"supplier": supplier, "warehouse": warehouse, "refs": [f"{tag}-{n}"], "event_ids": [uuid.uuid4()],
@@ -836,9 +844,9 @@ def report(out: dict, ceilings: dict, relay: dict, args) -> str:
         row("ceiling: raw PostgreSQL apply (PO + 3 lines + inbox, savepoints, triggers), pipelined",
             ceilings["pg_pipelined"]),
         row("ceiling: raw PostgreSQL apply, same, each statement awaited", ceilings["pg_awaited"]),
-        row("ceiling: raw PostgreSQL apply, same rows, one statement per 100 events", ceilings["pg_set"]),
+        row(f"ceiling: raw PostgreSQL apply, same rows, one statement per {BATCH} events", ceilings["pg_set"]),
         row("relay's `apply_inbound_batch` in-process on the buyer, no broker", relay_rate),
-        row("seller applying the receipts (`apply_inbound_batch`, bundles of 100), in-process", receipts_rate),
+        row(f"seller applying the receipts (`apply_inbound_batch`, bundles of {BATCH}), in-process", receipts_rate),
         row("reference, not the same durability: raw JetStream with default sync", js_default["rate"]),
         "",
         f"Target: end to end >= 50% of the slower ceiling ({slower:,.0f}/s): {e2e / slower:.0%} -> "
@@ -846,7 +854,7 @@ def report(out: dict, ceilings: dict, relay: dict, args) -> str:
         "",
         combined_bound(out, ceilings, relay, slower),
         "",
-        f"Raw JetStream publish alone (acks awaited per 100): {js['publish_rate']:,.0f}/s "
+        f"Raw JetStream publish alone (acks awaited per {BATCH}): {js['publish_rate']:,.0f}/s "
         f"(default sync: {js_default['publish_rate']:,.0f}/s). The seller created the backlog through "
         f"`create_sales_order` at {out['backlog_create_rate']:,.0f} orders/s (4 connections, sidecars not "
         f"running). Every receipt was back on the seller {out['ack_wall']:.1f} s after the sidecars started "
@@ -875,12 +883,12 @@ def report(out: dict, ceilings: dict, relay: dict, args) -> str:
               "| process | CPU s | ms per event |", "|---|---:|---:|"]
     for name, cpu in sorted(out["a_cpu"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {cpu:.2f} | {cpu / out['a_cpu_events'] * 1000:.2f} |")
-    for side, label in (("buyer_statements", f"buyer ({BUYER}) applying 100 `sales.order.created`"),
-                        ("seller_statements", f"seller ({SELLER}) applying 100 receipts (one `b2b.receipts`)")):
+    for side, label in (("buyer_statements", f"buyer ({BUYER}) applying {BATCH} `sales.order.created`"),
+                        ("seller_statements", f"seller ({SELLER}) applying {BATCH} receipts (one `b2b.receipts`)")):
         kinds: Counter = relay[side]
         lines += ["", f"Statements (each one awaited round trip) issued by the relay's code, {label}: "
                       f"{sum(kinds.values())}, {sum(kinds.values()) / BATCH:.1f} per event:", "",
-                  "| statement | per 100 events |", "|---|---:|"]
+                  f"| statement | per {BATCH} events |", "|---|---:|"]
         lines += [f"| {kind} | {n} |" for kind, n in kinds.most_common()]
     lines += ["", f"Python own time per event in the buyer's `apply_inbound_batch`, by package (cProfile; "
                   f"{relay['count'] / relay['profiled_seconds']:,.0f}/s under the profiler, "
@@ -935,15 +943,31 @@ async def run(f: Fixture, args) -> None:
     report(out, ceilings, relay, args)
 
 
+def sidecar_setting(text: str) -> tuple[str, str]:
+    """`relay_batch_size=500` as the sidecar's environment variable (YGG_RELAY_BATCH_SIZE)."""
+    name, sep, value = text.partition("=")
+    if not sep or name.strip().lower() not in Settings.model_fields:
+        raise ValueError(f"--sidecar-setting {text!r}: expected NAME=VALUE with NAME a setting "
+                         "(see src/yggdrasil/settings.py)")
+    return f"YGG_{name.strip().upper()}", value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each offered rate (default 6)")
     parser.add_argument("--events", type=int, default=3000, help="backlog for the maximum and the ceilings (default 3000)")
     parser.add_argument("--rates", default="200,1000", help="offered rates per second, comma-separated")
-    parser.add_argument("--analysis", type=int, default=300, help="events for the in-process relay analysis")
+    parser.add_argument("--analysis", type=int, default=2 * BATCH,
+                        help=f"events for the in-process relay analysis, a multiple of {BATCH} (default {2 * BATCH})")
+    parser.add_argument("--sidecar-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for both sidecars, to try a variant (e.g. relay_batch_size=500); repeatable")
     parser.add_argument("--producer", choices=("outbox", "service"), default="outbox",
                         help="how (b) writes: enqueue_event alone (default), or the full create_sales_order")
     args = parser.parse_args()
+    try:
+        sidecar_env = dict(sidecar_setting(text) for text in args.sidecar_setting)
+    except ValueError as error:
+        parser.error(str(error))
     if args.analysis <= 0 or args.analysis % BATCH:
         parser.error(f"--analysis must be a positive multiple of {BATCH} (receipts go in bundles of {BATCH})")
 
@@ -970,7 +994,7 @@ def main() -> int:
             broker.start()
             customer_id, warehouse_id, item_ids = asyncio.run(seed(*tenants))
             fixture = Fixture(tenants[0], tenants[1], customer_id, warehouse_id, item_ids, broker.url,
-                              postgres.pid, postgres.data_dir / "server.log", tmp_path, broker.pid)
+                              postgres.pid, postgres.data_dir / "server.log", tmp_path, broker.pid, sidecar_env)
             asyncio.run(run(fixture, args))
         finally:
             broker.stop()

@@ -59,11 +59,18 @@ class NotSimple(Exception):
     """This group is not the common case; the per-message path takes it."""
 
 
+# One of our receipts, signed, with its wire bytes.
+Receipt = tuple[Envelope, bytes]
+
+
 @dataclass(frozen=True)
 class Inbound:
     index: int                # position in the fetched batch
     envelope: Envelope
     partner: Partner
+    # Our `applied` receipt for the event when it was made ahead of the transaction (relay.py);
+    # used if the event applies here.
+    receipt: Receipt | None = None
 
 
 # -- SQL shared by both kinds of group ------------------------------------------------------------
@@ -277,8 +284,9 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
         payloads = [check_order_payload(envelope) for envelope in envelopes]
         if any(payload.counterpart_order_id is not None for payload in payloads):
             raise NotSimple("an event for an order we raised")
-        # Signed before anything is sent: the write round trip carries them.
-        receipts = _applied_receipts(envelopes, tenant_id, signing_key, max_bytes)
+        # Signed before anything is sent (or ahead, by the relay): the write round trip carries them.
+        receipts = [item.receipt or applied_receipt(item.envelope, tenant_id, signing_key, max_bytes)
+                    for item in group]
     order_ids = sorted({envelope.aggregate_id for envelope in envelopes})
     aggregates = sorted({(envelope.aggregate_type, envelope.aggregate_id) for envelope in envelopes})
     q = _ORDER_QUERIES[side.module]
@@ -398,25 +406,20 @@ async def _apply_receipt_group(conn: psycopg.AsyncConnection, group: list[Inboun
         await conn.execute(_RELEASE)
 
 
-def _applied_receipts(answering: list[Envelope], tenant_id: str, signing_key: Any,
-                      max_bytes: int) -> list[tuple[Envelope, bytes]]:
-    """Our signed `applied` receipt for each event, with its wire bytes, as
-    receipts.enqueue_receipt makes one. Each is the first receipt of its event (the group's inbox
-    rows are all new: we never answered these events), so its number is 1; should a counter
-    exist after all, inserting it fails and the group takes the per-message path. Encoding
-    refuses an oversized receipt here, before anything is sent."""
-    receipts = [
-        sign_envelope(Envelope.create(type="b2b.receipt", source=tenant_id, destination=envelope.source,
-                                      aggregate_type=RECEIPT_AGGREGATE, aggregate_id=str(envelope.event_id),
-                                      sequence=1, payload=ReceiptPayload(event_id=envelope.event_id,
-                                                                         outcome="applied")),
-                      signing_key)
-        for envelope in answering
-    ]
-    return [(receipt, receipt.encode(max_bytes)) for receipt in receipts]
+def applied_receipt(answering: Envelope, tenant_id: str, signing_key: Any, max_bytes: int) -> Receipt:
+    """Our signed `applied` receipt for an event, as receipts.enqueue_receipt makes one, for the
+    fast pass. It is the first receipt of its event (the fast pass applies only events whose
+    inbox rows are new: we never answered them), so its number is 1; should a counter exist
+    after all, inserting it fails and the group takes the per-message path. Raises
+    PayloadTooLarge for an oversized receipt, before anything is sent."""
+    receipt = sign_envelope(Envelope.create(
+        type="b2b.receipt", source=tenant_id, destination=answering.source, aggregate_type=RECEIPT_AGGREGATE,
+        aggregate_id=str(answering.event_id), sequence=1,
+        payload=ReceiptPayload(event_id=answering.event_id, outcome="applied")), signing_key)
+    return receipt, receipt.encode(max_bytes)
 
 
-async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[tuple[Envelope, bytes]], tenant_id: str,
+async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[Receipt], tenant_id: str,
                    dest: str) -> None:
     """Into our outbox: the receipts' counters (first receipts: 1) and their rows."""
     await conn.execute(_FIRST_RECEIPT_SEQUENCES, {"aggregate_type": RECEIPT_AGGREGATE, "dest": dest,

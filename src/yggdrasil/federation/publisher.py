@@ -262,7 +262,7 @@ class Publisher:
         pool: AsyncConnectionPool,
         *,
         status: PublisherStatus | None = None,
-        batch_size: int = 100,
+        batch_size: int = 250,
         poll_seconds: float = 5.0,
         backoff: Backoff | None = None,
         ack_timeout: float = 5.0,
