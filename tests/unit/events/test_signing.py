@@ -1,3 +1,4 @@
+import base64
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -81,6 +82,26 @@ def test_signature_that_is_not_base64_fails_signature_check():
     signed = sign_envelope(order_confirmed(), SELLER_KEY)
     with pytest.raises(SignatureInvalid):
         verify_envelope(signed.model_copy(update={"signature": "not base64!"}), SELLER_PUBLIC)
+
+
+@pytest.mark.parametrize("length", [0, 63, 65])
+def test_signature_of_the_wrong_length_fails_signature_check(length):
+    signed = sign_envelope(order_confirmed(), SELLER_KEY)
+    short = base64.b64encode(b"\x01" * length).decode() or "AA=="
+    with pytest.raises(SignatureInvalid, match="does not match"):
+        verify_envelope(signed.model_copy(update={"signature": short}), SELLER_PUBLIC)
+
+
+def test_signatures_are_the_rfc_8032_ones_any_ed25519_library_makes_and_checks():
+    # Signed through libsodium; a partner running OpenSSL (cryptography) must get the same
+    # bytes and accept them, and we must accept what it signs.
+    signed = sign_envelope(order_confirmed(), SELLER_KEY)
+    unsigned = signed.model_copy(update={"signature": ""})
+    assert base64.b64decode(signed.signature) == SELLER_KEY.sign(unsigned.signing_bytes())
+    SELLER_PUBLIC.verify(base64.b64decode(signed.signature), unsigned.signing_bytes())
+    by_openssl = unsigned.model_copy(update={"signature": base64.b64encode(
+        SELLER_KEY.sign(unsigned.signing_bytes())).decode()})
+    verify_envelope(Envelope.decode(by_openssl.encode()), SELLER_PUBLIC)
 
 
 def test_unsigned_envelope_is_refused_as_missing_signature():
