@@ -50,14 +50,27 @@ log = logging.getLogger(__name__)
 OUTBOX_CHANNEL = "ygg_outbox"
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
 
-# Pending events, and events a destination asked for again (replays keep their status).
+# Pending events, and events a destination asked for again (replays keep their status), oldest
+# first; each kind is read (and locked, skipping rows another publisher holds) through its own
+# partial index in id order. Written as one WHERE with OR, the planner, with statistics taken
+# while a backlog was all pending (after a broker outage, say), walked the primary key from
+# the first row ever sent and filtered: every claim read the whole sent history (8 ms per
+# claim at 10,000 rows, and growing). A row locked here but beyond the limit waits for the
+# next round, still locked by this one until it commits.
 CLAIM_PENDING = """
-    SELECT id, event_id, subject, envelope, replays, event_type, dest_tenant
-      FROM b2b_events
-     WHERE status = 'pending' OR replay_requested_at IS NOT NULL
+    WITH pending AS (
+        SELECT id, event_id, subject, envelope, replays, event_type, dest_tenant
+          FROM b2b_events WHERE status = 'pending'
+         ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ), asked_again AS (
+        SELECT id, event_id, subject, envelope, replays, event_type, dest_tenant
+          FROM b2b_events WHERE replay_requested_at IS NOT NULL
+         ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    )
+    SELECT DISTINCT ON (id) *
+      FROM (SELECT * FROM pending UNION ALL SELECT * FROM asked_again) AS claimable
      ORDER BY id
      LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
 """
 # Only `pending` becomes `published`: a receipt may already have marked the row acknowledged
 # (a previous run published it and died before marking it), and a replayed row keeps its status.

@@ -11,7 +11,7 @@ import pytest
 
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.signing import verify_envelope
-from yggdrasil.federation.publisher import publish_pending
+from yggdrasil.federation.publisher import CLAIM_PENDING, publish_pending
 from yggdrasil.tenant.adapters.outbox import enqueue_event, outbox_summary
 
 from .b2b_harness import BUYER, Tenant, order_payload, sell
@@ -108,3 +108,40 @@ async def test_a_replayed_event_is_published_under_a_new_message_id_and_keeps_it
         assert (await publish_pending(conn, broker, limit=10)).claimed == 0
     assert [msg_id for *_, msg_id in broker.published] == [f"{envelope.event_id}:replay:2"]
     assert seller.fetch("SELECT status, replay_requested_at FROM b2b_events") == [("acknowledged", None)]
+
+
+async def test_a_claim_reads_the_pending_rows_not_the_history_sent_before_them(seller: Tenant):
+    # 3,000 events sent and answered, then 5 pending and 1 asked for again, with statistics
+    # taken while all were pending (as after a broker outage): the claim still finds its rows
+    # through the partial indexes, without filtering its way through the history.
+    seller.fetch("""
+        INSERT INTO b2b_events (event_id, event_type, module, source_tenant, dest_tenant, aggregate_type,
+                                aggregate_id, sequence, subject, envelope)
+        SELECT gen_random_uuid(), 'sales.order.created', 'sales', %s, %s, 'sales_order', 'SO-H' || g, 1,
+               'ygg.events.sales.' || %s || '.' || %s, '\\x7b7d'::bytea
+          FROM generate_series(1, 3006) AS g
+        RETURNING 1""", (seller.id, BUYER, BUYER, seller.id))
+    with psycopg.connect(seller.dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE b2b_events")
+    seller.fetch("UPDATE b2b_events SET status = 'acknowledged' WHERE aggregate_id <> ALL(%s) RETURNING 1",
+                 ([f"SO-H{n}" for n in range(3001, 3006)],))
+    seller.fetch("UPDATE b2b_events SET replay_requested_at = now() WHERE aggregate_id = 'SO-H7' RETURNING 1")
+
+    async with await psycopg.AsyncConnection.connect(seller.dsn) as conn:
+        cur = await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + CLAIM_PENDING, {"limit": 250})
+        [[[plan]]] = await cur.fetchall()
+        cur = await conn.execute(CLAIM_PENDING, {"limit": 250})
+        claimed = [row[0] for row in await cur.fetchall()]
+        await conn.rollback()
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    read = [(n["Node Type"], n.get("Rows Removed by Filter", 0)) for n in nodes(plan["Plan"])]
+    assert all(removed == 0 for _, removed in read), read
+    assert "Seq Scan" not in {node_type for node_type, _ in read}, read
+    expected = seller.fetch("SELECT id FROM b2b_events WHERE aggregate_id IN ('SO-H7', 'SO-H3001', 'SO-H3002', "
+                            "'SO-H3003', 'SO-H3004', 'SO-H3005') ORDER BY id")
+    assert claimed == [row[0] for row in expected]
