@@ -238,16 +238,23 @@ async def test_checks_made_ahead_count_only_if_the_registry_is_unchanged_in_the_
     # transaction; the transaction reads the registry again and trusts those checks only if it
     # is the same.
     ctx = RelayContext(buyer.id, buyer.key)
+    # The partner's first order creates its supplier (the per-message path); the next ones are
+    # the common case the fast pass takes.
+    await deliver(buyer, outbox_message(seller, await sell(seller, "SO-1029")))
     first, second = [outbox_message(seller, await sell(seller, order)) for order in ("SO-1030", "SO-1031")]
     async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
         partners = await load_partners(conn)
-    ahead = CheckedAhead(partners, check_messages([first], partners, ctx))
+    ahead = CheckedAhead(partners, check_messages([first], partners, ctx, ahead=True))
     assert list(ahead.verified) == [0], "the seller's event passes its checks"
+    receipt_made_ahead = ahead.verified[0].receipt
+    assert receipt_made_ahead is not None and ahead.verified[0].payload is not None
 
     async with await psycopg.AsyncConnection.connect(buyer.dsn) as conn:
         async with conn.transaction():
             [applied] = await apply_inbound_batch(conn, [first], ctx, checked=ahead)
     assert applied.outcome == "applied"
+    assert buyer.fetch("SELECT envelope FROM b2b_events WHERE event_type = 'b2b.receipt' ORDER BY id")[1:] == [
+        (receipt_made_ahead[1],)], "the receipt signed ahead is the one queued"
 
     # Suspended after the next batch was checked ahead: the transaction checks it again.
     ahead = CheckedAhead(partners, check_messages([second], partners, ctx))
@@ -256,4 +263,4 @@ async def test_checks_made_ahead_count_only_if_the_registry_is_unchanged_in_the_
         async with conn.transaction():
             [refused] = await apply_inbound_batch(conn, [second], ctx, checked=ahead)
     assert (refused.verb, refused.outcome, refused.reason) == ("term", "quarantined", "partner.inactive")
-    assert [row[0] for row in purchase_orders(buyer)] == ["SO-1030"]
+    assert [row[0] for row in purchase_orders(buyer)] == ["SO-1029", "SO-1030"]
