@@ -66,6 +66,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -337,42 +338,40 @@ def loadavg() -> str:
 
 # -- end-to-end measurement ---------------------------------------------------------------------------
 
+_PUBLISHED = "SELECT count(*) FROM b2b_events WHERE status <> 'pending'"
+
+
+async def _wait_for_count(dsn: str, query: str, params: tuple, done: Callable[[int], bool], timeout: float,
+                          interval: float) -> bool:
+    """Polls a count on one connection until `done(count)`; False if `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            cur = await conn.execute(query, params)
+            if done((await cur.fetchone())[0]):
+                return True
+            await asyncio.sleep(interval)
+    return False
+
+
 async def published_count(f: Fixture) -> int:
     async with await psycopg.AsyncConnection.connect(f.seller.dsn, autocommit=True) as conn:
-        cur = await conn.execute("SELECT count(*) FROM b2b_events WHERE status <> 'pending'")
-        return (await cur.fetchone())[0]
+        return (await (await conn.execute(_PUBLISHED)).fetchone())[0]
 
 
 async def wait_published(f: Fixture, expected: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await published_count(f) >= expected:
-            return True
-        await asyncio.sleep(0.02)
-    return False
+    return await _wait_for_count(f.seller.dsn, _PUBLISHED, (), lambda n: n >= expected, timeout, 0.02)
 
 
 async def wait_applied(f: Fixture, expected_total: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    async with await psycopg.AsyncConnection.connect(f.buyer.dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            cur = await conn.execute("SELECT count(*) FROM purchasing_orders WHERE b2b_source_tenant = %s", (SELLER,))
-            if (await cur.fetchone())[0] >= expected_total:
-                return True
-            await asyncio.sleep(0.05)
-    return False
+    return await _wait_for_count(f.buyer.dsn, "SELECT count(*) FROM purchasing_orders WHERE b2b_source_tenant = %s",
+                                 (SELLER,), lambda n: n >= expected_total, timeout, 0.05)
 
 
 async def wait_acknowledged(f: Fixture, timeout: float) -> bool:
     """Until every seller event has its receipt (the buyer's answers have flowed back)."""
-    deadline = time.monotonic() + timeout
-    async with await psycopg.AsyncConnection.connect(f.seller.dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            cur = await conn.execute("SELECT count(*) FROM b2b_events WHERE status <> 'acknowledged'")
-            if (await cur.fetchone())[0] == 0:
-                return True
-            await asyncio.sleep(0.1)
-    return False
+    return await _wait_for_count(f.seller.dsn, "SELECT count(*) FROM b2b_events WHERE status <> 'acknowledged'",
+                                 (), lambda n: n == 0, timeout, 0.1)
 
 
 async def measure_flow(f: Fixture, label: str, made: list[tuple[str, str]]) -> Flow:
