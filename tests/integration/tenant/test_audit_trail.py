@@ -14,7 +14,7 @@ from yggdrasil.ops.audit import verify_audit_chain
 pytestmark = pytest.mark.integration
 
 # Tables that deliberately have no audit capture, with the reason. Any other table in the
-# public schema must have an `audit_capture_<table>` trigger.
+# public schema must have the `audit_capture_<table>_insert|update|delete` triggers.
 NOT_AUDITED = {
     "schema_migrations": "the migration runner's own bookkeeping",
     "audit_change_log": "the log itself",
@@ -71,11 +71,14 @@ AUDIT_ROWS_AFTER = """
 
 
 def audited_tables(conn) -> set[str]:
+    """Tables with all three capture triggers (one per operation, see audit_attach)."""
     return {name for (name,) in conn.execute(
         r"""
         SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-         WHERE t.tgname = 'audit_capture_' || c.relname AND NOT t.tgisinternal
-           AND c.relnamespace = 'public'::regnamespace
+         WHERE t.tgname IN ('audit_capture_' || c.relname || '_insert', 'audit_capture_' || c.relname || '_update',
+                            'audit_capture_' || c.relname || '_delete')
+           AND t.tgenabled <> 'D' AND NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace
+         GROUP BY c.relname HAVING count(*) = 3
         """).fetchall()}
 
 
@@ -405,3 +408,81 @@ def test_a_bulk_transaction_with_a_rolled_back_savepoint_keeps_the_chain_whole(t
     assert seqs == list(range(1, 302)) and head == 301
     result = verify(tenant_dsn)
     assert result.ok and result.rows_checked == 301
+
+
+# -- capture per statement (0012) ----------------------------------------------------------------
+
+def test_one_statement_changing_many_rows_writes_one_audit_row_each_chained_in_id_order(tenant_dsn):
+    with psycopg.connect(tenant_dsn) as conn:
+        with conn.transaction():
+            act_as(conn, "bulk", request_id="req-bulk")
+            ids = [i for (i,) in conn.execute(
+                "INSERT INTO customers (code, name) SELECT 'MANY-' || g, 'Many ' || g FROM generate_series(1, 50) g "
+                "RETURNING id").fetchall()]
+        with conn.transaction():
+            act_as(conn, "bulk-rename")
+            conn.execute("UPDATE customers SET name = name || ' (renamed)' WHERE code LIKE 'MANY-%'")
+        with conn.transaction():
+            act_as(conn, "bulk-remove")
+            conn.execute("DELETE FROM customers WHERE code LIKE 'MANY-%' AND id % 2 = 0")
+        rows = conn.execute("SELECT operation, record_id, actor, old_values ->> 'name', new_values ->> 'name' "
+                            "FROM audit_change_log ORDER BY seq").fetchall()
+        head = conn.execute("SELECT last_seq FROM audit_chain_head").fetchone()[0]
+    ids.sort()
+    evens = [i for i in ids if i % 2 == 0]
+    assert [(op, record) for op, record, *_ in rows] == (
+        [("INSERT", i) for i in ids] + [("UPDATE", i) for i in ids] + [("DELETE", i) for i in evens])
+    assert {actor for op, _, actor, *_ in rows if op == "INSERT"} == {"bulk"}
+    updates = [(old, new) for op, _, _, old, new in rows if op == "UPDATE"]
+    assert all(new == f"{old} (renamed)" for old, new in updates) and len(updates) == 50
+    assert head == len(rows) == 125
+    result = verify(tenant_dsn)
+    assert result.ok and result.rows_checked == 125
+
+
+def test_a_statement_that_changes_no_row_writes_nothing_and_leaves_the_head_unlocked(tenant_dsn):
+    add_customers(tenant_dsn, 1)
+    with psycopg.connect(tenant_dsn) as conn, psycopg.connect(tenant_dsn) as other:
+        conn.execute("UPDATE customers SET name = 'nobody' WHERE code = 'NO-SUCH-CODE'")
+        conn.execute("DELETE FROM customers WHERE code = 'NO-SUCH-CODE'")
+        # Still inside conn's transaction: had capture locked the head, this would wait.
+        other.execute("SET lock_timeout = '2s'")
+        assert other.execute("SELECT last_seq FROM audit_chain_head FOR UPDATE NOWAIT").fetchone() == (1,)
+        other.rollback()
+        assert conn.execute("SELECT count(*) FROM audit_change_log").fetchone() == (1,)
+        assert conn.execute("SELECT current_setting('ygg.audit_tip', true)").fetchone()[0] in (None, "")
+        conn.commit()
+
+
+def test_a_savepoint_rolled_back_after_a_many_row_statement_keeps_the_head_on_that_statement(tenant_dsn):
+    with psycopg.connect(tenant_dsn) as conn:
+        with conn.transaction():
+            conn.execute("INSERT INTO customers (code, name) SELECT 'KEPT-' || g, 'Kept' FROM generate_series(1, 20) g")
+            with pytest.raises(psycopg.errors.CheckViolation):
+                with conn.transaction():
+                    conn.execute("INSERT INTO customers (code, name) SELECT 'GONE-' || g, 'Gone' "
+                                 "FROM generate_series(1, 5) g")
+                    conn.execute("INSERT INTO items (sku, name, cost) VALUES ('BROKEN', 'Broken', -1)")
+        head = conn.execute("SELECT last_seq FROM audit_chain_head").fetchone()[0]
+        seqs = [s for (s,) in conn.execute("SELECT seq FROM audit_change_log ORDER BY seq").fetchall()]
+    assert seqs == list(range(1, 21)) and head == 20
+    assert verify(tenant_dsn).ok
+
+
+def test_rows_deleted_by_a_cascade_are_audited(tenant_dsn):
+    with psycopg.connect(tenant_dsn) as conn:
+        with conn.transaction():
+            supplier = conn.execute("INSERT INTO suppliers (code, name) VALUES ('S', 'S') RETURNING id").fetchone()[0]
+            warehouse = conn.execute("INSERT INTO warehouses (code, name) VALUES ('W', 'W') RETURNING id").fetchone()[0]
+            item = conn.execute("INSERT INTO items (sku, name) VALUES ('I', 'I') RETURNING id").fetchone()[0]
+            order = conn.execute("INSERT INTO purchasing_orders (supplier_id, warehouse_id) VALUES (%s, %s) RETURNING id",
+                                 (supplier, warehouse)).fetchone()[0]
+            conn.execute("INSERT INTO purchasing_order_lines (order_id, line_no, item_id, quantity, unit_price) "
+                         "SELECT %s, g, %s, 1, 1 FROM generate_series(1, 3) g", (order, item))
+        with conn.transaction():
+            before = head_seq(conn)
+            conn.execute("DELETE FROM purchasing_orders WHERE id = %s", (order,))
+            deleted = conn.execute("SELECT table_name, operation FROM audit_change_log WHERE seq > %s ORDER BY seq",
+                                   (before,)).fetchall()
+    assert sorted(deleted) == [("purchasing_order_lines", "DELETE")] * 3 + [("purchasing_orders", "DELETE")]
+    assert verify(tenant_dsn).ok
