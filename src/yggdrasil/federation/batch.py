@@ -88,6 +88,10 @@ def ahead_of_transaction(item: Inbound, tenant_id: str, signing_key: Any, max_by
 
 
 # -- SQL shared by both kinds of group ------------------------------------------------------------
+#
+# Arrays are sent in binary (`%(name)b`): in text form, a bytea[] of 250 receipts cost 16 µs per
+# element to quote here and parse on the server, against 1.6 in binary; the other arrays less,
+# but all of them something.
 
 _SET_ACTOR = "SELECT set_config('ygg.actor', %s, true)"
 _SAVEPOINT = "SAVEPOINT ygg_common_case"
@@ -97,8 +101,8 @@ _INSERT_INBOX = """
     INSERT INTO b2b_inbox (source_tenant, event_id, event_type, aggregate_type, aggregate_id, sequence,
                            outcome, applied_at)
     SELECT %(source)s, e.event_id, e.event_type, e.aggregate_type, e.aggregate_id, e.sequence, 'applied', now()
-      FROM unnest(%(event_ids)s::uuid[], %(event_types)s::text[], %(aggregate_types)s::text[],
-                  %(aggregate_ids)s::text[], %(sequences)s::bigint[])
+      FROM unnest(%(event_ids)b::uuid[], %(event_types)b::text[], %(aggregate_types)b::text[],
+                  %(aggregate_ids)b::text[], %(sequences)b::bigint[])
            AS e(event_id, event_type, aggregate_type, aggregate_id, sequence)
     ON CONFLICT (source_tenant, event_id) DO NOTHING
     RETURNING 1
@@ -109,7 +113,7 @@ _INSERT_INBOX = """
 _LOCK_SEQUENCES = """
     INSERT INTO b2b_inbound_sequences AS s (source_tenant, aggregate_type, aggregate_id, last_sequence)
     SELECT %(source)s, a.aggregate_type, a.aggregate_id, 0
-      FROM unnest(%(aggregate_types)s::text[], %(aggregate_ids)s::text[]) AS a(aggregate_type, aggregate_id)
+      FROM unnest(%(aggregate_types)b::text[], %(aggregate_ids)b::text[]) AS a(aggregate_type, aggregate_id)
      ORDER BY 2, 3
     ON CONFLICT (source_tenant, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = s.last_sequence
     RETURNING s.aggregate_type, s.aggregate_id, s.last_sequence,
@@ -121,7 +125,7 @@ _LOCK_SEQUENCES = """
 _ADVANCE_SEQUENCES = """
     UPDATE b2b_inbound_sequences s
        SET last_sequence = greatest(s.last_sequence, a.sequence), updated_at = now()
-      FROM unnest(%(aggregate_types)s::text[], %(aggregate_ids)s::text[], %(sequences)s::bigint[])
+      FROM unnest(%(aggregate_types)b::text[], %(aggregate_ids)b::text[], %(sequences)b::bigint[])
            AS a(aggregate_type, aggregate_id, sequence)
      WHERE s.source_tenant = %(source)s AND s.aggregate_type = a.aggregate_type AND s.aggregate_id = a.aggregate_id
 """
@@ -131,7 +135,7 @@ _ADVANCE_SEQUENCES = """
 _FIRST_RECEIPT_SEQUENCES = """
     INSERT INTO b2b_order_sequences (aggregate_type, aggregate_id, dest_tenant, last_sequence)
     SELECT %(aggregate_type)s, a.aggregate_id, %(dest)s, 1
-      FROM unnest(%(aggregate_ids)s::text[]) AS a(aggregate_id)
+      FROM unnest(%(aggregate_ids)b::text[]) AS a(aggregate_id)
 """
 
 _INSERT_EVENTS = """
@@ -139,8 +143,8 @@ _INSERT_EVENTS = """
                             aggregate_id, sequence, subject, envelope)
     SELECT e.event_id, e.event_type, e.module, %(source)s, %(dest)s, e.aggregate_type, e.aggregate_id,
            e.sequence, e.subject, e.envelope
-      FROM unnest(%(event_ids)s::uuid[], %(event_types)s::text[], %(modules)s::text[], %(aggregate_types)s::text[],
-                  %(aggregate_ids)s::text[], %(sequences)s::bigint[], %(subjects)s::text[], %(envelopes)s::bytea[])
+      FROM unnest(%(event_ids)b::uuid[], %(event_types)b::text[], %(modules)b::text[], %(aggregate_types)b::text[],
+                  %(aggregate_ids)b::text[], %(sequences)b::bigint[], %(subjects)b::text[], %(envelopes)b::bytea[])
            AS e(event_id, event_type, module, aggregate_type, aggregate_id, sequence, subject, envelope)
 """
 
@@ -150,7 +154,7 @@ _MARK_RECEIPTS = """
        SET status = CASE WHEN r.outcome = 'rejected' THEN 'rejected' ELSE 'acknowledged' END,
            acknowledged_at = now(), receipt_outcome = r.outcome, receipt_reason = r.reason,
            receipt_sequence = r.sequence
-      FROM unnest(%(event_ids)s::uuid[], %(outcomes)s::text[], %(reasons)s::text[], %(sequences)s::bigint[])
+      FROM unnest(%(event_ids)b::uuid[], %(outcomes)b::text[], %(reasons)b::text[], %(sequences)b::bigint[])
            AS r(event_id, outcome, reason, sequence)
      WHERE e.event_id = r.event_id AND e.dest_tenant = %(source)s
        AND (e.receipt_sequence IS NULL OR e.receipt_sequence < r.sequence)
@@ -173,13 +177,13 @@ class _OrderQueries:
                                               ORDER BY l.line_no), '[]'::jsonb)
                       FROM {lines} l JOIN items i ON i.id = l.item_id WHERE l.order_id = o.id) AS lines
               FROM {header} o
-             WHERE o.b2b_source_tenant = %(source)s AND o.b2b_source_order_id = ANY(%(order_ids)s::text[])
+             WHERE o.b2b_source_tenant = %(source)s AND o.b2b_source_order_id = ANY(%(order_ids)b::text[])
              ORDER BY o.id
                FOR UPDATE OF o
             """).format(header=header, lines=lines).as_string(None)
         self.lookup = sql.SQL("""
             SELECT EXISTS (SELECT 1 FROM b2b_approvals
-                            WHERE source_tenant = %(source)s AND aggregate_id = ANY(%(order_ids)s::text[])
+                            WHERE source_tenant = %(source)s AND aggregate_id = ANY(%(order_ids)b::text[])
                               AND state = 'pending') AS approval_pending,
                    {targets}
             """).format(targets=lookup_targets(t)).as_string(None)
@@ -189,14 +193,14 @@ class _OrderQueries:
                 INSERT INTO {header} ({party_col}, warehouse_id, currency, reference, b2b_source_tenant,
                                       b2b_source_order_id, b2b_source_state)
                 SELECT %(party_id)s, %(warehouse_id)s, o.currency, o.order_id, %(source)s, o.order_id, 'draft'
-                  FROM unnest(%(order_ids)s::text[], %(currencies)s::text[]) WITH ORDINALITY AS o(order_id, currency, n)
+                  FROM unnest(%(order_ids)b::text[], %(currencies)b::text[]) WITH ORDINALITY AS o(order_id, currency, n)
                  ORDER BY o.n
                 RETURNING id, b2b_source_order_id
             ), new_lines AS (
                 INSERT INTO {lines} (order_id, line_no, item_id, quantity, unit_price, b2b_source_sku)
                 SELECT header.id, l.line_no, l.item_id, l.quantity, l.unit_price, l.source_sku
-                  FROM unnest(%(line_order_ids)s::text[], %(line_nos)s::int[], %(item_ids)s::bigint[],
-                              %(quantities)s::numeric[], %(unit_prices)s::numeric[], %(source_skus)s::text[])
+                  FROM unnest(%(line_order_ids)b::text[], %(line_nos)b::int[], %(item_ids)b::bigint[],
+                              %(quantities)b::numeric[], %(unit_prices)b::numeric[], %(source_skus)b::text[])
                        AS l(order_id, line_no, item_id, quantity, unit_price, source_sku)
                   JOIN header ON header.b2b_source_order_id = l.order_id
             )
@@ -212,7 +216,7 @@ class _OrderQueries:
             UPDATE {header} o
                SET state = m.state, b2b_source_state = m.partner_state, {stamps},
                    updated_at = now(), version = o.version + 1
-              FROM unnest(%(order_ids)s::text[], %(states)s::text[], %(partner_states)s::text[])
+              FROM unnest(%(order_ids)b::text[], %(states)b::text[], %(partner_states)b::text[])
                    AS m(order_id, state, partner_state)
              WHERE o.b2b_source_tenant = %(source)s AND o.b2b_source_order_id = m.order_id
             """).format(header=header, stamps=stamps).as_string(None)

@@ -155,7 +155,7 @@ def lookup_targets(t: OrderTables) -> sql.Composed:
     return sql.SQL("""
         (SELECT coalesce(jsonb_object_agg(partner_sku, item_id), '{{}}'::jsonb)
            FROM b2b_partner_items
-          WHERE partner_tenant_id = %(source)s AND partner_sku = ANY(%(skus)s::text[])) AS items,
+          WHERE partner_tenant_id = %(source)s AND partner_sku = ANY(%(skus)b::text[])) AS items,
         (SELECT id FROM {party} WHERE partner_tenant_id = %(source)s AND active ORDER BY id LIMIT 1) AS party_id,
         (SELECT id FROM warehouses WHERE active ORDER BY id LIMIT 1) AS warehouse_id""").format(
         party=sql.Identifier(t.party_table))
@@ -205,8 +205,8 @@ class _Queries:
         insert_lines = sql.SQL("""
             INSERT INTO {lines} (order_id, line_no, item_id, quantity, unit_price, b2b_source_sku)
             SELECT {order_id}, l.line_no, l.item_id, l.quantity, l.unit_price, l.source_sku
-              FROM {source} unnest(%(line_nos)s::int[], %(item_ids)s::bigint[], %(quantities)s::numeric[],
-                                   %(unit_prices)s::numeric[], %(source_skus)s::text[])
+              FROM {source} unnest(%(line_nos)b::int[], %(item_ids)b::bigint[], %(quantities)b::numeric[],
+                                   %(unit_prices)b::numeric[], %(source_skus)b::text[])
                    AS l(line_no, item_id, quantity, unit_price, source_sku)
             """)
         # Header and lines in one statement. Always created as a draft: later moves are

@@ -86,10 +86,10 @@ MARK_PUBLISHED = """
                                           %(resend_cap)s::float8))
                             END,
            attempts = attempts + 1, last_error = NULL, replay_requested_at = NULL
-     WHERE id = ANY(%(ids)s)
+     WHERE id = ANY(%(ids)b::bigint[])
 """
 MARK_FAILED = """
-    UPDATE b2b_events SET attempts = attempts + 1, last_error = %(error)s WHERE id = ANY(%(ids)s)
+    UPDATE b2b_events SET attempts = attempts + 1, last_error = %(error)s WHERE id = ANY(%(ids)b::bigint[])
 """
 COUNT_PENDING = "SELECT count(*) FROM b2b_events WHERE status = 'pending'"
 

@@ -198,7 +198,7 @@ _ORDER_FEDERATION = """
                 EXISTS (SELECT 1 FROM b2b_approvals a
                          WHERE a.source_tenant = o.source AND a.aggregate_type = %(partner_aggregate_type)s
                            AND a.aggregate_id = o.source_order AND a.state = 'pending') END AS awaiting_approval
-      FROM unnest(%(ids)s::bigint[], %(sources)s::text[], %(source_orders)s::text[]) AS o(id, source, source_order)
+      FROM unnest(%(ids)b::bigint[], %(sources)b::text[], %(source_orders)b::text[]) AS o(id, source, source_order)
       LEFT JOIN LATERAL (
            SELECT dest_tenant, event_id, event_type, sequence, status, receipt_outcome, receipt_reason
              FROM b2b_events

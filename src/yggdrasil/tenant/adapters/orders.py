@@ -103,7 +103,7 @@ class _Queries:
               LEFT JOIN warehouses w ON w.id = %(warehouse_id)s
              CROSS JOIN LATERAL (
                    SELECT array_agg(id) AS ids, array_agg(list_price) AS prices
-                     FROM items WHERE id = ANY(%(item_ids)s::bigint[])) AS i
+                     FROM items WHERE id = ANY(%(item_ids)b::bigint[])) AS i
             """).format(party=party))
 
         # An order with its lines in one row; lines come as parallel arrays (numeric arrays keep
@@ -129,8 +129,8 @@ class _Queries:
         insert_lines = sql.SQL("""
             INSERT INTO {lines} (order_id, line_no, item_id, quantity, unit_price)
             SELECT {order_id}, l.line_no, l.item_id, l.quantity, l.unit_price
-              FROM {source} unnest(%(line_nos)s::int[], %(item_ids)s::bigint[],
-                          %(quantities)s::numeric[], %(unit_prices)s::numeric[])
+              FROM {source} unnest(%(line_nos)b::int[], %(item_ids)b::bigint[],
+                          %(quantities)b::numeric[], %(unit_prices)b::numeric[])
                    AS l(line_no, item_id, quantity, unit_price)
             RETURNING id, line_no
             """)
