@@ -28,11 +28,19 @@ def _reject_floats(value: Any) -> None:
 def canonical_json(value: Any) -> bytes:
     """Raises TypeError for floats and for values JSON cannot represent."""
     _reject_floats(value)
+    return encode_float_free(value)
+
+
+def encode_float_free(value: Any) -> bytes:
+    """canonical_json without looking for floats, for a value known to hold none (an
+    Envelope's fields: see envelope.py). Walking the value costs about as much as encoding it."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        raise TypeError(f"float {value!r} has no canonical form; use a decimal string")
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise TypeError(f"{value} has no canonical form")
@@ -55,4 +63,5 @@ def state_hash(order_state: dict[str, Any]) -> str:
     Decimals are normalised (trailing zeros dropped), datetimes, dates and UUIDs become their
     ISO/str forms; strings are hashed as they are, so both sides must agree on what they put in.
     """
-    return hashlib.sha256(canonical_json(_plain(order_state))).hexdigest()
+    # _plain refuses floats on its way through: the encoding need not look again.
+    return hashlib.sha256(encode_float_free(_plain(order_state))).hexdigest()

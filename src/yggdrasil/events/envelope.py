@@ -3,6 +3,12 @@
 The wire form is canonical JSON (see canonical.py) of all fields. The signature is computed
 over the canonical JSON of every field except `signature` itself, so any change to any other
 field, including the routing fields, breaks it.
+
+Canonical JSON has no floats, and an envelope never holds one, whichever way it was made:
+`decode` refuses a float anywhere in the message as it parses; `create` from a typed payload
+has none to dump (no catalogue payload has a float field: tests/unit/events); a payload given
+as a dict is searched for floats. So encoding, for the wire and for the signature, does not
+search again: a receiver verifies every event, and the search cost as much as the encoding.
 """
 
 from __future__ import annotations
@@ -12,9 +18,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from yggdrasil.events.canonical import canonical_json
+from yggdrasil.events.canonical import canonical_json, encode_float_free
 from yggdrasil.events.catalogue import Payload, event_type, validate_payload
 from yggdrasil.events.errors import (
     EnvelopeMalformed,
@@ -28,6 +44,9 @@ DEFAULT_MAX_BYTES = 256 * 1024
 
 # The same pattern as yggdrasil.broker.subjects; events/ imports nothing of ours.
 TenantId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
+
+# Validation context: the payload is known to hold no float (see the module docstring).
+_FLOAT_FREE = {"float_free": True}
 
 
 class Envelope(BaseModel):
@@ -50,6 +69,10 @@ class Envelope(BaseModel):
     key_id: str = Field("", pattern=r"^([0-9a-f]{16})?$")
     signature: str = ""
 
+    # The typed payload, kept with the dict it was read from: a copy made with another
+    # payload (model_copy does not validate) does not match it, and validates its own.
+    _typed: tuple[dict[str, Any], Payload] | None = PrivateAttr(None)
+
     @field_validator("occurred_at")
     @classmethod
     def _in_utc(cls, value: datetime) -> datetime:
@@ -57,7 +80,9 @@ class Envelope(BaseModel):
 
     @field_validator("payload")
     @classmethod
-    def _has_canonical_form(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _has_canonical_form(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.context is _FLOAT_FREE:
+            return value
         try:
             canonical_json(value)
         except (TypeError, ValueError) as error:
@@ -90,29 +115,34 @@ class Envelope(BaseModel):
         """A new, unsigned envelope for a catalogued type; the payload is checked against its
         schema. Raises UnknownEventType, PayloadInvalid, or pydantic's ValidationError."""
         kind = event_type(type)
+        # A payload of the type's own model was checked when it was made: dumped, not checked again.
+        typed = payload if isinstance(payload, kind.payload_model) else None
         data = payload.model_dump(mode="json") if isinstance(payload, Payload) else payload
-        validate_payload(type, data)
-        return cls(
-            event_id=event_id or uuid4(),
-            type=type,
-            module=kind.module,
-            source=source,
-            destination=destination,
-            aggregate_type=aggregate_type or kind.aggregate_type,
-            aggregate_id=aggregate_id,
-            sequence=sequence,
-            occurred_at=occurred_at or datetime.now(UTC),
-            payload=data,
-            state_hash=state_hash,
-        )
+        if typed is None:
+            typed = validate_payload(type, data)
+        envelope = cls.model_validate({
+            "event_id": event_id or uuid4(),
+            "type": type,
+            "module": kind.module,
+            "source": source,
+            "destination": destination,
+            "aggregate_type": aggregate_type or kind.aggregate_type,
+            "aggregate_id": aggregate_id,
+            "sequence": sequence,
+            "occurred_at": occurred_at or datetime.now(UTC),
+            "payload": data,
+            "state_hash": state_hash,
+        }, context=_FLOAT_FREE if isinstance(payload, Payload) else None)
+        envelope._typed = (envelope.payload, typed)
+        return envelope
 
     def signing_bytes(self) -> bytes:
         """The canonical encoding the signature covers: every field except `signature`."""
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+        return encode_float_free(self.model_dump(mode="json", exclude={"signature"}))
 
     def encode(self, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """The wire form. Raises PayloadTooLarge rather than emit what receivers would refuse."""
-        raw = canonical_json(self.model_dump(mode="json"))
+        raw = encode_float_free(self.model_dump(mode="json"))
         if len(raw) > max_bytes:
             raise PayloadTooLarge(f"{len(raw)} bytes exceeds the limit of {max_bytes}")
         return raw
@@ -130,7 +160,9 @@ class Envelope(BaseModel):
             raise PayloadTooLarge(f"{len(raw)} bytes exceeds the limit of {max_bytes}")
         try:
             data = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys,
-                              parse_constant=_refuse_constant)
+                              parse_constant=_refuse_constant, parse_float=_refuse_float)
+        except _FloatRefused as error:
+            raise EnvelopeMalformed(str(error)) from None
         except (UnicodeDecodeError, ValueError) as error:
             raise EnvelopeMalformed(f"not UTF-8 JSON: {error}") from None
         if not isinstance(data, dict):
@@ -141,7 +173,7 @@ class Envelope(BaseModel):
         if version != SCHEMA_VERSION:
             raise UnsupportedSchemaVersion(f"schema_version {version}; this build reads {SCHEMA_VERSION}")
         try:
-            envelope = cls.model_validate(data)
+            envelope = cls.model_validate(data, context=_FLOAT_FREE)
         except ValidationError as error:
             raise EnvelopeMalformed(summarise_validation_error(error)) from None
         kind = event_type(envelope.type)
@@ -149,10 +181,14 @@ class Envelope(BaseModel):
             raise EnvelopeMalformed(
                 f"{envelope.type} concerns a {kind.aggregate_type}, not a {envelope.aggregate_type}"
             )
-        validate_payload(envelope.type, envelope.payload)
+        envelope._typed = (envelope.payload, validate_payload(envelope.type, envelope.payload))
         return envelope
 
     def typed_payload(self) -> Payload:
+        """The payload as its type's model; raises PayloadInvalid (not for a decoded envelope,
+        whose payload was checked and is kept typed)."""
+        if self._typed is not None and self._typed[0] is self.payload:
+            return self._typed[1]
         return validate_payload(self.type, self.payload)
 
 
@@ -166,6 +202,14 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class _FloatRefused(ValueError):
+    pass
+
+
+def _refuse_float(text: str) -> Any:
+    raise _FloatRefused(f"float {text} has no canonical form; amounts travel as decimal strings")
 
 
 def envelope_json_schema() -> dict[str, Any]:

@@ -65,20 +65,22 @@ def decode_private_key(text: str) -> Ed25519PrivateKey:
 
 
 @lru_cache(maxsize=64)
-def _signing_key(raw: bytes) -> SigningKey:
-    return SigningKey(raw)
+def _signer(raw_private_key: bytes) -> tuple[SigningKey, str]:
+    """libsodium's key and our key id, for a private key's raw bytes."""
+    signing_key = SigningKey(raw_private_key)
+    return signing_key, hashlib.sha256(bytes(signing_key.verify_key)).hexdigest()[:16]
 
 
 @lru_cache(maxsize=1024)
-def _verify_key(raw: bytes) -> VerifyKey:
-    return VerifyKey(raw)
+def _verifier(raw_public_key: bytes) -> tuple[VerifyKey, str]:
+    return VerifyKey(raw_public_key), hashlib.sha256(raw_public_key).hexdigest()[:16]
 
 
 def sign_envelope(envelope: Envelope, private_key: Ed25519PrivateKey) -> Envelope:
     """A copy of `envelope` carrying the key id and the signature."""
-    unsigned = envelope.model_copy(update={"key_id": key_id(private_key.public_key()), "signature": ""})
-    raw_key = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    signature = _signing_key(raw_key).sign(unsigned.signing_bytes()).signature
+    signing_key, signer_key_id = _signer(private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+    unsigned = envelope.model_copy(update={"key_id": signer_key_id, "signature": ""})
+    signature = signing_key.sign(unsigned.signing_bytes()).signature
     return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode("ascii")})
 
 
@@ -87,13 +89,13 @@ def verify_envelope(envelope: Envelope, public_key: Ed25519PublicKey) -> None:
     any signed field was changed."""
     if not envelope.signature:
         raise SignatureMissing(f"event {envelope.event_id} is unsigned")
-    expected_key_id = key_id(public_key)
+    verify_key, expected_key_id = _verifier(public_key_bytes(public_key))
     if envelope.key_id != expected_key_id:
         raise SignatureInvalid(
             f"signed with key {envelope.key_id or '(none)'}, {envelope.source}'s key is {expected_key_id}"
         )
     try:
         signature = base64.b64decode(envelope.signature, validate=True)
-        _verify_key(public_key_bytes(public_key)).verify(envelope.signing_bytes(), signature)
+        verify_key.verify(envelope.signing_bytes(), signature)
     except (binascii.Error, CryptoError):  # a bad signature, or one not 64 bytes long
         raise SignatureInvalid(f"event {envelope.event_id}: signature does not match its content") from None

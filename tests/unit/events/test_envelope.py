@@ -94,6 +94,41 @@ def test_decimal_amount_sent_as_json_number_is_refused():
         Envelope.decode(wire(order_created(), payload=payload))
 
 
+@pytest.mark.parametrize("changes", [{"sequence": 1.0}, {"payload": {"order_id": "SO-1", "rate": 1e3}}])
+def test_a_float_anywhere_in_the_message_is_refused_as_it_is_parsed(changes):
+    with pytest.raises(EnvelopeMalformed, match="has no canonical form"):
+        Envelope.decode(wire(order_created(), **changes))
+
+
+def test_no_catalogue_payload_has_a_float_field():
+    # Envelope.create dumps a typed payload without searching it for floats (envelope.py).
+    def numbers(schema) -> list:
+        if isinstance(schema, dict):
+            found = [schema] if schema.get("type") == "number" else []
+            return found + [n for value in schema.values() for n in numbers(value)]
+        if isinstance(schema, list):
+            return [n for value in schema for n in numbers(value)]
+        return []
+
+    for name, kind in CATALOGUE.items():
+        assert numbers(kind.payload_model.model_json_schema(mode="serialization")) == [], name
+
+
+def test_a_dict_payload_given_to_create_is_searched_for_floats():
+    payload = order_payload().model_dump(mode="json") | {"rate": 0.5}
+    with pytest.raises((PayloadInvalid, ValidationError)):
+        order_created(payload=payload)
+    with pytest.raises(ValidationError, match="float"):
+        Envelope(**(order_created().model_dump() | {"payload": {"rate": 0.5}}))
+
+
+def test_the_typed_payload_kept_from_decoding_is_not_that_of_a_copy_with_another_payload():
+    envelope = Envelope.decode(order_created().encode())
+    assert envelope.typed_payload() == order_payload()
+    changed = order_payload(currency="USD").model_dump(mode="json")
+    assert envelope.model_copy(update={"payload": changed}).typed_payload().currency == "USD"
+
+
 def test_decimal_amount_in_exponent_form_is_an_invalid_payload():
     bad_line = {"line_no": 1, "sku": "RETRO-CLOCK", "quantity": "1E+2", "unit_price": "1.00"}
     payload = order_payload().model_dump(mode="json") | {"lines": [bad_line]}
