@@ -41,9 +41,16 @@ _COUNTS = """
                    count(*) FILTER (WHERE status = 'published' AND module <> 'b2b') AS published,
                    count(*) FILTER (WHERE status = 'acknowledged' AND module <> 'b2b') AS acknowledged,
                    count(*) FILTER (WHERE status = 'rejected' AND module <> 'b2b') AS rejected,
-                   count(*) FILTER (WHERE status <> 'pending' AND event_type = 'b2b.receipt') AS receipts_sent,
-                   count(*) FILTER (WHERE status = 'pending' AND event_type = 'b2b.receipt') AS receipts_pending
-              FROM b2b_events) e
+                   coalesce(sum(r.receipts) FILTER (WHERE status <> 'pending'), 0) AS receipts_sent,
+                   coalesce(sum(r.receipts) FILTER (WHERE status = 'pending'), 0) AS receipts_pending
+              FROM b2b_events
+              -- A receipt row carries one receipt; a bundle the fast pass stored, several.
+              CROSS JOIN LATERAL (
+                   SELECT CASE event_type
+                          WHEN 'b2b.receipt' THEN 1
+                          WHEN 'b2b.receipts' THEN
+                               jsonb_array_length(convert_from(envelope, 'UTF8')::jsonb -> 'payload' -> 'receipts')
+                          END AS receipts) r) e
 """
 
 # The latest order events in each direction. Outbound: the outbox row's status, and what the

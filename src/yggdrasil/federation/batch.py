@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from uuid import uuid4
 from typing import Any
 
 import psycopg
@@ -32,10 +33,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from yggdrasil.broker.subjects import event_subject
-from yggdrasil.events.catalogue import OrderPayload, ReceiptPayload, order_state_hash
+from yggdrasil.events.catalogue import OrderPayload, ReceiptItem, order_state_hash
 from yggdrasil.events.envelope import Envelope
 from yggdrasil.events.errors import EventRejected
-from yggdrasil.events.signing import sign_envelope
 from yggdrasil.federation.errors import ApplyRefused
 from yggdrasil.federation.orders import (
     SIDES,
@@ -49,7 +49,7 @@ from yggdrasil.federation.orders import (
     lookup_targets,
 )
 from yggdrasil.federation.partners import Partner
-from yggdrasil.federation.receipts import RECEIPT_AGGREGATE, bundle_items
+from yggdrasil.federation.receipts import RECEIPT_AGGREGATE, ReceiptBundler, SignedBundle, bundle_items
 from yggdrasil.tenant.domain.orders import state_columns
 
 log = logging.getLogger(__name__)
@@ -59,32 +59,25 @@ class NotSimple(Exception):
     """This group is not the common case; the per-message path takes it."""
 
 
-# One of our receipts, signed, with its wire bytes.
-Receipt = tuple[Envelope, bytes]
-
-
 @dataclass(frozen=True)
 class Inbound:
     index: int                # position in the fetched batch
     envelope: Envelope
     partner: Partner
-    # For an order event, work that needs no database, when the relay did it ahead of the
-    # transaction: the checked payload, and our `applied` receipt (used if the event applies).
+    # For an order event, its checked payload, when the relay checked it ahead of the transaction.
     payload: OrderPayload | None = None
-    receipt: Receipt | None = None
 
 
-def ahead_of_transaction(item: Inbound, tenant_id: str, signing_key: Any, max_bytes: int) -> Inbound:
-    """`item` with its payload checked and its `applied` receipt made, if it is an order event
-    whose payload passes; otherwise as it is (the fast pass finds the problem again)."""
+def ahead_of_transaction(item: Inbound) -> Inbound:
+    """`item` with its payload checked, if it is an order event whose payload passes;
+    otherwise as it is (the fast pass finds the problem again)."""
     if item.envelope.module not in SIDES:
         return item
     try:
         payload = check_order_payload(item.envelope)
-        receipt = applied_receipt(item.envelope, tenant_id, signing_key, max_bytes)
     except (ApplyRefused, EventRejected):
         return item
-    return replace(item, payload=payload, receipt=receipt)
+    return replace(item, payload=payload)
 
 
 # -- SQL shared by both kinds of group ------------------------------------------------------------
@@ -307,9 +300,9 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
                     for item in group]
         if any(payload.counterpart_order_id is not None for payload in payloads):
             raise NotSimple("an event for an order we raised")
-        # Signed before anything is sent (or ahead, by the relay): the write round trip carries them.
-        receipts = [item.receipt if item.receipt is not None
-                    else applied_receipt(item.envelope, tenant_id, signing_key, max_bytes) for item in group]
+        # Signed before anything is sent: the write round trip carries them.
+        receipts = applied_receipts(envelopes)
+        bundles = ReceiptBundler(tenant_id, signing_key, max_bytes).sign(source, receipts)
     order_ids = sorted({envelope.aggregate_id for envelope in envelopes})
     aggregates = sorted({(envelope.aggregate_type, envelope.aggregate_id) for envelope in envelopes})
     q = _ORDER_QUERIES[side.module]
@@ -345,7 +338,7 @@ async def _apply_order_group(conn: psycopg.AsyncConnection, side: Side, group: l
         await conn.execute(_ADVANCE_SEQUENCES, {
             "source": source, **_aggregate_arrays(aggregates),
             "sequences": [last[aggregate][0] for aggregate in aggregates]})
-        await _enqueue(conn, receipts, tenant_id, source)
+        await _enqueue(conn, receipts, bundles, tenant_id, source)
         await conn.execute(_RELEASE)
         # Leaving the pipeline syncs: an error in any write surfaces here, inside _declining.
 
@@ -429,31 +422,31 @@ async def _apply_receipt_group(conn: psycopg.AsyncConnection, group: list[Inboun
         await conn.execute(_RELEASE)
 
 
-def applied_receipt(answering: Envelope, tenant_id: str, signing_key: Any, max_bytes: int) -> Receipt:
-    """Our signed `applied` receipt for an event, as receipts.enqueue_receipt makes one, for the
-    fast pass. It is the first receipt of its event (the fast pass applies only events whose
-    inbox rows are new: we never answered them), so its number is 1; should a counter exist
-    after all, inserting it fails and the group takes the per-message path. Raises
-    PayloadTooLarge for an oversized receipt, before anything is sent."""
-    receipt = sign_envelope(Envelope.create(
-        type="b2b.receipt", source=tenant_id, destination=answering.source, aggregate_type=RECEIPT_AGGREGATE,
-        aggregate_id=str(answering.event_id), sequence=1,
-        payload=ReceiptPayload(event_id=answering.event_id, outcome="applied")), signing_key)
-    return receipt, receipt.encode(max_bytes)
+def applied_receipts(answering: Sequence[Envelope]) -> list[ReceiptItem]:
+    """Our `applied` receipts for events the fast pass applies, as bundle items. Each is the
+    first receipt of its event (the fast pass applies only events whose inbox rows are new: we
+    never answered them), so its number is 1; should a counter exist after all, inserting it
+    fails and the group takes the per-message path."""
+    return [ReceiptItem(receipt_id=uuid4(), event_id=envelope.event_id, outcome="applied", sequence=1)
+            for envelope in answering]
 
 
-async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[Receipt], tenant_id: str,
-                   dest: str) -> None:
-    """Into our outbox: the receipts' counters (first receipts: 1) and their rows."""
+async def _enqueue(conn: psycopg.AsyncConnection, receipts: list[ReceiptItem], bundles: list[SignedBundle],
+                   tenant_id: str, dest: str) -> None:
+    """Into our outbox: the receipts' counters (first receipts: 1), and the receipts themselves
+    as the signed bundles they travel in, a row each (receipts.py): one signature and one row
+    for the group, where a row per receipt cost each event a signature, a row written twice and
+    the publisher's bundling."""
     await conn.execute(_FIRST_RECEIPT_SEQUENCES, {"aggregate_type": RECEIPT_AGGREGATE, "dest": dest,
-                                                  "aggregate_ids": [r.aggregate_id for r, _ in receipts]})
+                                                  "aggregate_ids": [str(r.event_id) for r in receipts]})
     subject = event_subject("b2b", dest, tenant_id)
+    envelopes = [bundle.envelope for bundle in bundles]
     await conn.execute(_INSERT_EVENTS, {
-        "source": tenant_id, "dest": dest, "event_ids": [r.event_id for r, _ in receipts],
-        "event_types": [r.type for r, _ in receipts], "modules": [r.module for r, _ in receipts],
-        "aggregate_types": [r.aggregate_type for r, _ in receipts],
-        "aggregate_ids": [r.aggregate_id for r, _ in receipts], "sequences": [r.sequence for r, _ in receipts],
-        "subjects": [subject] * len(receipts), "envelopes": [raw for _, raw in receipts]})
+        "source": tenant_id, "dest": dest, "event_ids": [e.event_id for e in envelopes],
+        "event_types": [e.type for e in envelopes], "modules": [e.module for e in envelopes],
+        "aggregate_types": [e.aggregate_type for e in envelopes],
+        "aggregate_ids": [e.aggregate_id for e in envelopes], "sequences": [e.sequence for e in envelopes],
+        "subjects": [subject] * len(envelopes), "envelopes": [bundle.data for bundle in bundles]})
 
 
 def _inbox_arrays(envelopes: list[Envelope]) -> dict[str, list[Any]]:

@@ -124,24 +124,46 @@ class OutboxMessage:
 
 
 @dataclass(frozen=True)
+class SignedBundle:
+    """A `b2b.receipts` envelope, signed, with its wire bytes and how many receipts it carries."""
+
+    envelope: Envelope
+    data: bytes
+    count: int
+
+
+@dataclass(frozen=True)
 class ReceiptBundler:
-    """Packs queued receipts for one destination into signed `b2b.receipts` bundles."""
+    """Packs receipts for one destination into signed `b2b.receipts` bundles."""
 
     tenant_id: str
     signing_key: Ed25519PrivateKey
     max_bytes: int = DEFAULT_MAX_BYTES
 
     def bundle(self, destination: str, queued: Sequence[QueuedReceipt]) -> list[OutboxMessage]:
-        """One bundle, or several where one would exceed `max_bytes` or the item limit."""
+        """Queued receipt rows as one bundle, or several where one would exceed `max_bytes` or
+        the item limit. The same receipts (and replay counts) make the same bundle id, so a
+        re-sent run is one message."""
         items = [_item(receipt.envelope) for receipt in queued]
-        return self._pack(destination, list(queued), items)
+        subject = event_subject("b2b", destination, self.tenant_id)
+        messages, at = [], 0
+        for signed in self.sign(destination, items, [receipt.replays for receipt in queued]):
+            rows = [receipt.row_id for receipt in queued[at:at + signed.count]]
+            messages.append(OutboxMessage(rows, subject, signed.data, str(signed.envelope.event_id)))
+            at += signed.count
+        return messages
 
-    def _pack(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[OutboxMessage]:
+    def sign(self, destination: str, items: Sequence[ReceiptItem],
+             replays: Sequence[int] | None = None) -> list[SignedBundle]:
+        """`items` in signed bundles, in order, split where one would be too large. Raises
+        PayloadTooLarge if a single receipt is too large even alone."""
+        return self._pack(destination, list(items), list(replays) if replays is not None else [0] * len(items))
+
+    def _pack(self, destination: str, items: list[ReceiptItem], replays: list[int]) -> list[SignedBundle]:
         if len(items) > MAX_RECEIPTS_PER_BUNDLE:
-            return self._split(destination, queued, items)
-        # The same receipts (and replay counts) make the same id, so a re-sent run is one message.
+            return self._split(destination, items, replays)
         bundle_id = uuid.uuid5(_BUNDLE_NAMESPACE, "\n".join(
-            f"{item.receipt_id}:{receipt.replays}" for item, receipt in zip(items, queued, strict=True)))
+            f"{item.receipt_id}:{replay}" for item, replay in zip(items, replays, strict=True)))
         envelope = sign_envelope(Envelope.create(
             type="b2b.receipts", source=self.tenant_id, destination=destination, aggregate_id=str(bundle_id),
             sequence=1, payload=ReceiptBundlePayload(receipts=items), event_id=bundle_id), self.signing_key)
@@ -150,14 +172,13 @@ class ReceiptBundler:
         except PayloadTooLarge:
             if len(items) == 1:
                 raise  # too large even alone: the publisher sends that receipt as stored
-            return self._split(destination, queued, items)
-        subject = event_subject("b2b", destination, self.tenant_id)
-        return [OutboxMessage([receipt.row_id for receipt in queued], subject, data, str(bundle_id))]
+            return self._split(destination, items, replays)
+        return [SignedBundle(envelope, data, len(items))]
 
-    def _split(self, destination: str, queued: list[QueuedReceipt], items: list[ReceiptItem]) -> list[OutboxMessage]:
+    def _split(self, destination: str, items: list[ReceiptItem], replays: list[int]) -> list[SignedBundle]:
         half = len(items) // 2
-        return [*self._pack(destination, queued[:half], items[:half]),
-                *self._pack(destination, queued[half:], items[half:])]
+        return [*self._pack(destination, items[:half], replays[:half]),
+                *self._pack(destination, items[half:], replays[half:])]
 
 
 def _item(raw: bytes) -> ReceiptItem:

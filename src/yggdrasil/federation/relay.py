@@ -199,7 +199,8 @@ _TAKE_HELD = """
 
 # What we recorded for an event we have seen before, to answer its copy with: the inbox
 # outcome, the decision if a person decided on it, the refusal if we refused it; and whether a
-# receipt for it is still waiting in our outbox (then that one answers the copy too).
+# receipt for it is still waiting in our outbox (then that one answers the copy too), alone or
+# in a bundle the fast pass stored (read only here, for a copy: pending bundles are few).
 _RECORDED = """
     SELECT i.outcome,
            CASE WHEN i.outcome = 'awaiting_approval' THEN
@@ -217,7 +218,12 @@ _RECORDED = """
            END AS reason,
            EXISTS (SELECT 1 FROM b2b_events r
                     WHERE r.aggregate_type = 'b2b_event' AND r.aggregate_id = i.event_id::text
-                      AND r.dest_tenant = i.source_tenant AND r.status = 'pending') AS receipt_pending
+                      AND r.dest_tenant = i.source_tenant AND r.status = 'pending')
+           OR EXISTS (SELECT 1 FROM b2b_events r
+                       WHERE r.status = 'pending' AND r.event_type = 'b2b.receipts'
+                         AND r.dest_tenant = i.source_tenant
+                         AND convert_from(r.envelope, 'UTF8')::jsonb -> 'payload' -> 'receipts'
+                             @> jsonb_build_array(jsonb_build_object('event_id', i.event_id::text))) AS receipt_pending
       FROM b2b_inbox i
      WHERE i.source_tenant = %(source)s AND i.event_id = %(event_id)s
 """
@@ -250,7 +256,7 @@ def check_messages(messages: Sequence[InboundMessage], partners: dict[str, Partn
         with contextlib.suppress(EventRejected):
             item = Inbound(index, *verify_message(message, partners, ctx.tenant_id, ctx.max_bytes))
             if ahead:
-                item = ahead_of_transaction(item, ctx.tenant_id, ctx.signing_key, ctx.max_bytes)
+                item = ahead_of_transaction(item)
             verified[index] = item
     return verified
 
@@ -564,8 +570,8 @@ def _first_line(error: BaseException) -> str:
 # -- the broker side ------------------------------------------------------------------------------
 
 
-# Messages checked ahead (payloads checked, receipts signed) between two turns of the event
-# loop (about 2 ms of work here).
+# Messages checked ahead (decoded, verified, payloads checked) between two turns of the event
+# loop (about 1.5 ms of work here).
 _CHECK_SLICE = 10
 
 

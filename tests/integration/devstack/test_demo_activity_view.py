@@ -4,6 +4,7 @@ renders them in an 80-column terminal."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
 
 import psycopg
@@ -26,6 +27,12 @@ _OUTBOX = """
                             aggregate_id, sequence, subject, envelope, status, receipt_outcome)
     VALUES (%s, %s, %s, 'acme', 'bravo', %s, %s, %s, 'ygg.events.x.bravo.acme', '\\x00', %s, %s)
 """
+_OUTBOX_BUNDLE = """
+    INSERT INTO b2b_events (event_id, event_type, module, source_tenant, dest_tenant, aggregate_type,
+                            aggregate_id, sequence, subject, envelope, status)
+    VALUES (%s, 'b2b.receipts', 'b2b', 'acme', 'bravo', 'b2b_receipts', %s, 1, 'ygg.events.b2b.bravo.acme', %s,
+            'published')
+"""
 _INBOX = """
     INSERT INTO b2b_inbox (source_tenant, event_id, event_type, aggregate_type, aggregate_id, sequence, outcome)
     VALUES ('bravo', %s, %s, 'sales_order', %s, %s, %s)
@@ -43,6 +50,9 @@ def test_activity_counts_order_events_by_status_and_lists_the_latest_both_ways(t
                   ("b2b.receipt", "b2b", "b2b_event", str(uuid.uuid4()), 1, "pending", None)]
         for row in outbox:
             conn.execute(_OUTBOX, (uuid.uuid4(), *row))
+        # A bundle of three receipts, as the fast pass stores them, counts three.
+        bundle = json.dumps({"payload": {"receipts": [{"outcome": "applied"}] * 3}}).encode()
+        conn.execute(_OUTBOX_BUNDLE, (uuid.uuid4(), str(uuid.uuid4()), bundle))
         for row in [("sales.order.created", "7", 1, "applied"), ("sales.order.shipped", "7", 3, "held"),
                     ("b2b.receipt", "x", 1, "applied")]:
             conn.execute(_INBOX, (uuid.uuid4(), *row))
@@ -52,7 +62,7 @@ def test_activity_counts_order_events_by_status_and_lists_the_latest_both_ways(t
         activity = read_tenant_activity(conn, "acme")
 
     assert (activity.pending, activity.published, activity.acknowledged, activity.rejected) == (2, 1, 1, 1)
-    assert (activity.receipts_sent, activity.receipts_pending) == (1, 1)
+    assert (activity.receipts_sent, activity.receipts_pending) == (4, 1)
     assert (activity.applied, activity.held, activity.quarantined, activity.awaiting_approval) == (1, 0, 1, 0)
     assert [(e.direction, e.order, e.sequence) for e in activity.recent if e.direction == "in"] == [
         ("in", "7", 3), ("in", "7", 1)]

@@ -124,8 +124,8 @@ async def test_the_supplier_confirms_and_ships_and_the_buyers_original_purchase_
         "WHERE table_name = 'crm_sales_orders' ORDER BY seq")] == ["draft", "draft", "draft", "received"]
 
     # Every receipt back: each side sees its events applied, and neither found a divergence.
-    await carry(seller, buyer, "b2b.receipt")
-    await carry(buyer, seller, "b2b.receipt")
+    await carry(seller, buyer, "b2b.receipt%")
+    await carry(buyer, seller, "b2b.receipt%")
     assert outbox(buyer) == [("purchasing.order.created", "acknowledged", "applied", None),
                              ("purchasing.order.received", "acknowledged", "applied", None)]
     assert outbox(seller) == [("sales.order.confirmed", "acknowledged", "applied", None),
@@ -166,8 +166,9 @@ async def test_a_cancelled_purchase_order_cancels_the_sales_order(seller: Tenant
     assert [d.outcome for d in await carry(buyer, seller)] == ["applied"]
     assert seller.fetch("SELECT state, b2b_source_state, cancelled_at IS NOT NULL FROM crm_sales_orders") == [
         ("cancelled", "cancelled", True)]
-    # Applying the buyer's cancellation is not a step of ours to report back.
-    assert {row[0] for row in seller.fetch("SELECT event_type FROM b2b_events")} == {"b2b.receipt"}
+    # Applying the buyer's cancellation is not a step of ours to report back: our outbox holds
+    # receipts only (one per event, or a bundle of those the common case applied).
+    assert {row[0] for row in seller.fetch("SELECT event_type FROM b2b_events")} <= {"b2b.receipt", "b2b.receipts"}
 
 
 async def test_a_shipped_sales_order_refuses_the_buyers_cancellation_with_a_reason(seller: Tenant, buyer: Tenant):
@@ -182,7 +183,7 @@ async def test_a_shipped_sales_order_refuses_the_buyers_cancellation_with_a_reas
     [refused] = await carry(buyer, seller, "purchasing.%")
     assert (refused.outcome, refused.reason) == ("rejected", "order.invalid_transition")
     assert seller.fetch("SELECT state FROM crm_sales_orders") == [("shipped",)]
-    await carry(seller, buyer, "b2b.receipt")
+    await carry(seller, buyer, "b2b.receipt%")
     [(_, status, outcome, reason)] = outbox(buyer)[1:]
     assert (status, outcome) == ("rejected", "rejected")
     assert reason.startswith(f"order.invalid_transition: sales order {so_id} is shipped and cannot be cancelled")
@@ -203,7 +204,7 @@ async def test_an_update_after_the_supplier_confirmed_is_rejected_and_the_buyer_
     assert [(row[1], row[8]) for row in sales_orders(seller)] == [("confirmed", Decimal("3.000"))]
 
     # The buyer's outbox row says so, with the reason.
-    await carry(seller, buyer, "b2b.receipt")
+    await carry(seller, buyer, "b2b.receipt%")
     assert outbox(buyer) == [
         ("purchasing.order.created", "acknowledged", "applied", None),
         ("purchasing.order.updated", "rejected", "rejected",

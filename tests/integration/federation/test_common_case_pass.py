@@ -4,7 +4,6 @@ records, and leaves everything else, untouched, to the per-message path."""
 
 from __future__ import annotations
 
-import json
 
 import psycopg
 import pytest
@@ -83,16 +82,23 @@ async def test_a_batch_of_new_orders_and_their_moves_is_applied_as_the_per_messa
     assert after["stamps"] == [("SO-0", False, 1), ("SO-1", True, 3), ("SO-2", True, 3), ("SO-3", False, 1)]
     assert audit_chain_intact(buyer)
 
-    # Every event answered `applied`, each receipt signed, numbered 1 for its event, addressed to the seller.
-    receipts = buyer.fetch("SELECT subject, aggregate_id, sequence, envelope FROM b2b_events "
-                           "WHERE event_type = 'b2b.receipt' ORDER BY id")
-    answered = {str(m_id) for m_id in (e.event_id for e in (*lifecycles[0], *lifecycles[1], single))}
-    assert {aggregate_id for _, aggregate_id, _, _ in receipts[1:]} == answered
-    for subject, aggregate_id, sequence, raw in receipts[1:]:
-        envelope = Envelope.decode(bytes(raw))
-        verify_envelope(envelope, buyer.key.public_key())
-        assert (subject, sequence, envelope.destination) == (f"ygg.events.b2b.{SELLER}.{buyer.id}", 1, SELLER)
-        assert json.loads(bytes(raw))["payload"]["outcome"] == "applied"
+    # Every event answered `applied`, numbered 1 for its event, in one signed bundle addressed to
+    # the seller (the first order's receipt, from the per-message path, is a row of its own); each
+    # receipt's counter is taken, as the per-message path would take it.
+    receipts = buyer.fetch("SELECT subject, event_type, sequence, envelope FROM b2b_events "
+                           "WHERE event_type LIKE 'b2b.receipt%' ORDER BY id")
+    assert [event_type for _, event_type, _, _ in receipts] == ["b2b.receipt", "b2b.receipts"]
+    subject, _, sequence, raw = receipts[1]
+    bundle = Envelope.decode(bytes(raw))
+    verify_envelope(bundle, buyer.key.public_key())
+    assert (subject, sequence, bundle.destination) == (f"ygg.events.b2b.{SELLER}.{buyer.id}", 1, SELLER)
+    items = bundle.typed_payload().receipts
+    answered = [e.event_id for e in (*lifecycles[0], *lifecycles[1], single)]
+    assert sorted(str(item.event_id) for item in items) == sorted(map(str, answered))
+    assert {(item.outcome, item.sequence) for item in items} == {("applied", 1)}
+    assert len({item.receipt_id for item in items}) == len(items)
+    counters = buyer.fetch("SELECT aggregate_id, last_sequence FROM b2b_order_sequences WHERE aggregate_type = 'b2b_event'")
+    assert {str(item.event_id) for item in items} <= {aggregate_id for aggregate_id, last in counters if last == 1}
 
     # The receipts, back at the seller, go through the fast pass too and mark every outbox row.
     receipt_messages = [InboundMessage(subject, bytes(raw)) for subject, _, _, raw in receipts]
@@ -118,7 +124,7 @@ async def test_a_group_outside_the_common_case_is_left_untouched_to_the_per_mess
     before = written(buyer)
     assert await common_case(buyer, *messages) == set()
     assert written(buyer) == before
-    assert buyer.scalar("SELECT count(*) FROM b2b_events WHERE event_type = 'b2b.receipt'") == 1
+    assert buyer.scalar("SELECT count(*) FROM b2b_events WHERE event_type LIKE 'b2b.receipt%'") == 1
 
     dispositions = await deliver(buyer, *messages)
     assert [d.outcome for d in dispositions] == ["applied", "held", "applied", "applied"]
@@ -135,7 +141,7 @@ async def test_a_duplicate_or_a_stale_receipt_sends_its_group_to_the_per_message
     assert await common_case(buyer, message) == set()     # recorded before
     assert [d.outcome for d in await deliver(buyer, message)] == ["duplicate"]
 
-    receipts = buyer.fetch("SELECT subject, envelope FROM b2b_events WHERE event_type = 'b2b.receipt' ORDER BY id")
+    receipts = buyer.fetch("SELECT subject, envelope FROM b2b_events WHERE event_type LIKE 'b2b.receipt%' ORDER BY id")
     messages = [InboundMessage(subject, bytes(raw)) for subject, raw in receipts]
     assert await common_case(seller, *messages) == set(range(len(messages)))
     assert await common_case(seller, *messages) == set()  # each already recorded
