@@ -37,10 +37,11 @@ from pydantic import (
     model_validator,
 )
 
-from yggdrasil.events.canonical import state_hash
+from yggdrasil.events.canonical import hash_of_plain, plain_scalar
 from yggdrasil.events.errors import PayloadInvalid, UnknownEventType, summarise_validation_error
 
 DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
+_DECIMAL = re.compile(DECIMAL_PATTERN)
 
 
 def _decimal_text(value: Any) -> Any:
@@ -48,7 +49,7 @@ def _decimal_text(value: Any) -> Any:
     # not canonical: only plain decimal strings (or Decimals, in Python) are accepted.
     if isinstance(value, Decimal):
         return value
-    if not isinstance(value, str) or not re.fullmatch(DECIMAL_PATTERN, value):
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
         raise ValueError(f"expected a decimal string like '12.50', got {value!r}")
     return Decimal(value)
 
@@ -110,9 +111,11 @@ def order_state_hash(*, order_id: str, currency: str, state: str,
     Not covered: line descriptions (free text the destination does not keep) and
     `counterpart_order_id` (linkage, not state). See docs/federation/design.md, "Divergence".
     """
-    return state_hash({
-        "order_id": order_id, "currency": currency, "state": state,
-        "lines": [{"line_no": line_no, "sku": sku, "quantity": quantity, "unit_price": unit_price}
+    # state_hash of this structure, built plain here: computed for every order event on both sides.
+    return hash_of_plain({
+        "order_id": plain_scalar(order_id), "currency": plain_scalar(currency), "state": plain_scalar(state),
+        "lines": [{"line_no": plain_scalar(line_no), "sku": plain_scalar(sku), "quantity": plain_scalar(quantity),
+                   "unit_price": plain_scalar(unit_price)}
                   for line_no, sku, quantity, unit_price in sorted(lines, key=lambda line: line[0])],
     })
 
@@ -162,7 +165,7 @@ class ReceiptItem(Payload):
         return self
 
 
-# A bundle answers at most this many events (a publisher batch is 100 by default).
+# A bundle answers at most this many events (a publisher batch or a fast-pass group: 250 by default).
 MAX_RECEIPTS_PER_BUNDLE = 1000
 
 

@@ -298,3 +298,12 @@ def test_an_order_without_a_counterpart_travels_without_the_field():
 def test_state_hash_refuses_floats():
     with pytest.raises(TypeError):
         state_hash({"quantity": 2.5})
+
+
+def test_an_order_state_hash_is_the_state_hash_of_the_order_as_a_structure():
+    lines = [(2, "LAVA-LAMP", Decimal("1.000"), Decimal("12.50")), (1, "RETRO-CLOCK", Decimal("3"), Decimal("0.1000"))]
+    structure = {"order_id": "SO-9", "currency": "EUR", "state": "confirmed",
+                 "lines": [{"line_no": n, "sku": sku, "quantity": q, "unit_price": p} for n, sku, q, p in sorted(lines)]}
+    assert order_state_hash(order_id="SO-9", currency="EUR", state="confirmed", lines=lines) == state_hash(structure)
+    with pytest.raises(TypeError, match="float"):
+        order_state_hash(order_id="SO-9", currency="EUR", state="confirmed", lines=[(1, "X", 1.5, Decimal("1"))])
