@@ -320,16 +320,44 @@ def _children(ppid: int) -> list[int]:
     return pids
 
 
+def _reaped_cpu_of(pid: int) -> float:
+    """CPU of `pid`'s children that exited and were waited for (cutime, cstime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def _postgres_role(pid: int) -> str:
+    """Which tenant's backend `pid` is, from its process title; anything else is the server's own
+    work (autovacuum, WAL writer, checkpointer, the bench's connections to other databases)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return "postgres: other"
+    for tenant in (SELLER, BUYER):
+        if f" ygg_{tenant} " in title:
+            return f"postgres: {tenant}'s backends"
+    return "postgres: other"
+
+
 def cpu_snapshot(groups: dict[str, list[int]], postmaster: int) -> dict[str, dict[int, float]]:
     snap = {name: {pid: _cpu_of(pid) for pid in pids} for name, pids in groups.items()}
-    snap["postgres"] = {pid: _cpu_of(pid) for pid in [postmaster, *_children(postmaster)]}
+    for pid in _children(postmaster):
+        snap.setdefault(_postgres_role(pid), {})[pid] = _cpu_of(pid)
+    # The postmaster, and its children that exited (autovacuum workers come and go).
+    snap.setdefault("postgres: other", {})[postmaster] = _cpu_of(postmaster) + _reaped_cpu_of(postmaster)
     snap["bench (this process)"] = {os.getpid(): _cpu_of(os.getpid())}
     return snap
 
 
 def cpu_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
-    # Processes that exited in between lose their share; the sidecars' pools keep theirs open.
-    return {name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after[name].items()) for name in after}
+    # A process that started in between counts from zero. One that exited loses its share,
+    # unless it was the postmaster's child (reaped into the postmaster's count above); the
+    # sidecars' pools keep their connections open.
+    return {name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in after[name].items())
+            for name in after}
 
 
 def loadavg() -> str:
