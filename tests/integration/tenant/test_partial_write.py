@@ -49,7 +49,21 @@ async def wait_for_blocked_server_backend(conn: psycopg.AsyncConnection, timeout
         if row:
             return row
         await asyncio.sleep(0.02)
-    raise AssertionError("the server's transaction never blocked on the item lock")
+    raise AssertionError("the server's transaction never blocked on a row lock")
+
+
+async def terminated(watcher: psycopg.AsyncConnection, locker: psycopg.AsyncConnection, pid: int,
+                     request: asyncio.Task):
+    """Terminate the server's backend `pid` for real, release `locker`'s lock, and return the
+    server's answer to `request`, which must be a 503."""
+    try:
+        cur = await watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert (await cur.fetchone())[0] is True
+    finally:
+        await locker.rollback()
+    answer = await asyncio.wait_for(request, timeout=10)
+    assert answer.status_code == 503, answer.text
+    return answer
 
 
 async def test_terminating_the_backend_mid_order_leaves_no_order_no_lines_no_audit_rows(api, catalogue):
@@ -64,22 +78,15 @@ async def test_terminating_the_backend_mid_order_leaves_no_order_no_lines_no_aud
         # statement's end, migration 0012; the shipping test below stops after audit rows.)
         await locker.execute("SELECT id FROM items WHERE id = %s FOR UPDATE", (catalogue["lamp"],))
         posting = asyncio.create_task(api.post("/api/v1/sales-orders", role="sales", json=body))
-        try:
-            pid, query = await wait_for_blocked_server_backend(watcher)
-            assert "INSERT INTO" in query and "crm_sales_orders" in query
-            # The header row is written, uncommitted: its identity value is taken ...
-            cur = await watcher.execute("SELECT last_value, is_called FROM crm_sales_orders_id_seq")
-            assert await cur.fetchone() == (1, True)
-            # ... and the backend has written to the order and line tables.
-            assert {"crm_sales_orders", "crm_sales_order_lines"} <= await tables_written_by(watcher, pid)
+        pid, query = await wait_for_blocked_server_backend(watcher)
+        assert "INSERT INTO" in query and "crm_sales_orders" in query
+        # The header row is written, uncommitted: its identity value is taken ...
+        cur = await watcher.execute("SELECT last_value, is_called FROM crm_sales_orders_id_seq")
+        assert await cur.fetchone() == (1, True)
+        # ... and the backend has written to the order and line tables.
+        assert {"crm_sales_orders", "crm_sales_order_lines"} <= await tables_written_by(watcher, pid)
 
-            cur = await watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            assert (await cur.fetchone())[0] is True
-        finally:
-            await locker.rollback()
-        answer = await asyncio.wait_for(posting, timeout=10)
-
-        assert answer.status_code == 503, answer.text
+        answer = await terminated(watcher, locker, pid, posting)
         assert answer.json()["error"]["code"] == "database.unavailable"
 
         for query in ("SELECT count(*) FROM crm_sales_orders",
@@ -118,15 +125,9 @@ async def test_terminating_the_backend_mid_shipment_leaves_the_order_confirmed_a
         # are written.
         await locker.execute("SELECT 1 FROM stock_levels WHERE item_id = %s FOR UPDATE", (catalogue["lamp"],))
         shipping = asyncio.create_task(api.post(f"/api/v1/sales-orders/{order['id']}/ship", role="warehouse"))
-        try:
-            pid, _ = await wait_for_blocked_server_backend(watcher)
-            assert {"stock_levels", "stock_moves", "audit_change_log"} <= await tables_written_by(watcher, pid)
-            cur = await watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            assert (await cur.fetchone())[0] is True
-        finally:
-            await locker.rollback()
-        answer = await asyncio.wait_for(shipping, timeout=10)
-        assert answer.status_code == 503, answer.text
+        pid, _ = await wait_for_blocked_server_backend(watcher)
+        assert {"stock_levels", "stock_moves", "audit_change_log"} <= await tables_written_by(watcher, pid)
+        await terminated(watcher, locker, pid, shipping)
 
         cur = await watcher.execute("SELECT state FROM crm_sales_orders WHERE id = %s", (order["id"],))
         assert await cur.fetchone() == ("confirmed",)
