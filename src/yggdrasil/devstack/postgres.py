@@ -109,9 +109,13 @@ class EmbeddedPostgres:
             _open_path_to(self.data_dir.parent)
         self._chown(self.data_dir)
         self.data_dir.chmod(0o700)
+        # Collation C: the order glibc's C.UTF-8 gives UTF-8 text (by code point) is its byte
+        # order, but PostgreSQL 16 compares bytes directly only under C; under C.UTF-8 each
+        # btree step on a text key (tenant, order and event ids in the federation's indexes)
+        # went through strcoll. Character classes stay C.UTF-8 (upper() of non-ASCII letters).
         subprocess.run(
             [str(pg_binary("initdb")), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--lc-collate=C"],
             check=True, capture_output=True, user=self._user,
         )
 
