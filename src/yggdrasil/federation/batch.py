@@ -25,8 +25,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from uuid import uuid4
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 from psycopg import sql
