@@ -486,3 +486,13 @@ def test_rows_deleted_by_a_cascade_are_audited(tenant_dsn):
                                    (before,)).fetchall()
     assert sorted(deleted) == [("purchasing_order_lines", "DELETE")] * 3 + [("purchasing_orders", "DELETE")]
     assert verify(tenant_dsn).ok
+
+
+def test_an_update_that_changes_a_row_id_is_refused_rather_than_left_unaudited(tenant_dsn):
+    add_customers(tenant_dsn, 1)
+    with psycopg.connect(tenant_dsn) as conn:
+        with pytest.raises(psycopg.errors.RaiseException, match="an UPDATE changed a row id"):
+            conn.execute("UPDATE customers SET id = DEFAULT")
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM audit_change_log").fetchone() == (1,)
+    assert verify(tenant_dsn).ok

@@ -36,11 +36,6 @@ BEGIN
         OPEN v_changed FOR SELECT n.id, NULL::jsonb AS old_values, to_jsonb(n) AS new_values
                              FROM new_rows n ORDER BY n.id;
     ELSIF TG_OP = 'UPDATE' THEN
-        -- Business rows keep their ids (identity columns); an UPDATE that changed one would
-        -- leave a row unpaired, and an unpaired row must not go unaudited.
-        IF (SELECT count(*) FROM old_rows o JOIN new_rows n ON n.id = o.id) <> (SELECT count(*) FROM new_rows) THEN
-            RAISE EXCEPTION 'audit capture on %: an UPDATE changed a row id', TG_TABLE_NAME;
-        END IF;
         OPEN v_changed FOR SELECT n.id, to_jsonb(o) AS old_values, to_jsonb(n) AS new_values
                              FROM old_rows o JOIN new_rows n ON n.id = o.id ORDER BY n.id;
     ELSE
@@ -73,6 +68,14 @@ BEGIN
         v_prev := v_hash;
     END LOOP;
     CLOSE v_changed;
+    -- Business rows keep their ids (identity columns); an UPDATE that changed one would leave
+    -- a row unpaired above, and an unpaired row must not go unaudited.
+    -- (Nested: the inner condition names new_rows, which exists only for UPDATE and INSERT.)
+    IF TG_OP = 'UPDATE' THEN
+        IF cardinality(v_ids) <> (SELECT count(*) FROM new_rows) THEN
+            RAISE EXCEPTION 'audit capture on %: an UPDATE changed a row id', TG_TABLE_NAME;
+        END IF;
+    END IF;
     IF v_seq IS NULL THEN
         RETURN NULL;
     END IF;
