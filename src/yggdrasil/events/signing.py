@@ -36,7 +36,11 @@ def public_key_bytes(public_key: Ed25519PublicKey) -> bytes:
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
-    return hashlib.sha256(public_key_bytes(public_key)).hexdigest()[:16]
+    return _key_id_of(public_key_bytes(public_key))
+
+
+def _key_id_of(raw_public_key: bytes) -> str:
+    return hashlib.sha256(raw_public_key).hexdigest()[:16]
 
 
 def encode_public_key(public_key: Ed25519PublicKey) -> str:
@@ -68,12 +72,12 @@ def decode_private_key(text: str) -> Ed25519PrivateKey:
 def _signer(raw_private_key: bytes) -> tuple[SigningKey, str]:
     """libsodium's key and our key id, for a private key's raw bytes."""
     signing_key = SigningKey(raw_private_key)
-    return signing_key, hashlib.sha256(bytes(signing_key.verify_key)).hexdigest()[:16]
+    return signing_key, _key_id_of(bytes(signing_key.verify_key))
 
 
 @lru_cache(maxsize=1024)
 def _verifier(raw_public_key: bytes) -> tuple[VerifyKey, str]:
-    return VerifyKey(raw_public_key), hashlib.sha256(raw_public_key).hexdigest()[:16]
+    return VerifyKey(raw_public_key), _key_id_of(raw_public_key)
 
 
 def sign_envelope(envelope: Envelope, private_key: Ed25519PrivateKey) -> Envelope:
