@@ -38,7 +38,9 @@ def encode_float_free(value: Any) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """What state_hash makes of a value: a Decimal becomes its normalised text, a datetime, date
+    or UUID its text form, containers are converted throughout; a float is refused."""
     if type(value) is str or type(value) is int:  # most leaves: nothing to convert
         return value
     if isinstance(value, float):
@@ -53,9 +55,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 
@@ -65,17 +67,11 @@ def state_hash(order_state: dict[str, Any]) -> str:
     Decimals are normalised (trailing zeros dropped), datetimes, dates and UUIDs become their
     ISO/str forms; strings are hashed as they are, so both sides must agree on what they put in.
     """
-    # _plain refuses floats on its way through: the encoding need not look again.
-    return hashlib.sha256(encode_float_free(_plain(order_state))).hexdigest()
-
-
-def plain_scalar(value: Any) -> Any:
-    """What state_hash makes of one value that is not a dict or list (a Decimal becomes its
-    normalised text, ...); for callers that build the structure themselves (order_state_hash)."""
-    return _plain(value)
+    # plain refuses floats on its way through: the encoding need not look again.
+    return hashlib.sha256(encode_float_free(plain(order_state))).hexdigest()
 
 
 def hash_of_plain(order_state: dict[str, Any]) -> str:
-    """state_hash of a structure whose every leaf went through plain_scalar and whose keys are
+    """state_hash of a structure whose every leaf went through `plain` and whose keys are
     strings: the same digest, without walking the structure again."""
     return hashlib.sha256(encode_float_free(order_state)).hexdigest()

@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from yggdrasil.events.canonical import hash_of_plain, plain_scalar
+from yggdrasil.events.canonical import hash_of_plain, plain
 from yggdrasil.events.errors import PayloadInvalid, UnknownEventType, summarise_validation_error
 
 DECIMAL_PATTERN = r"^-?\d+(\.\d+)?$"
@@ -113,9 +113,9 @@ def order_state_hash(*, order_id: str, currency: str, state: str,
     """
     # state_hash of this structure, built plain here: computed for every order event on both sides.
     return hash_of_plain({
-        "order_id": plain_scalar(order_id), "currency": plain_scalar(currency), "state": plain_scalar(state),
-        "lines": [{"line_no": plain_scalar(line_no), "sku": plain_scalar(sku), "quantity": plain_scalar(quantity),
-                   "unit_price": plain_scalar(unit_price)}
+        "order_id": plain(order_id), "currency": plain(currency), "state": plain(state),
+        "lines": [{"line_no": plain(line_no), "sku": plain(sku), "quantity": plain(quantity),
+                   "unit_price": plain(unit_price)}
                   for line_no, sku, quantity, unit_price in sorted(lines, key=lambda line: line[0])],
     })
 
