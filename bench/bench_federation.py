@@ -300,33 +300,33 @@ def stop_sidecars(sidecars: list[tuple[subprocess.Popen, object]]) -> list[int |
 
 # -- CPU accounting ---------------------------------------------------------------------------------
 
-def _cpu_of(pid: int) -> float:
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), None if gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        return None
+
+
+def _cpu_of(pid: int) -> float:
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0  # utime, stime
+
+
+def _reaped_cpu_of(pid: int) -> float:
+    """CPU of `pid`'s children that exited and were waited for (cutime, cstime)."""
+    fields = _stat(pid)
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK if fields else 0.0
 
 
 def _children(ppid: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                    pids.append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                pass
+            fields = _stat(entry.name)
+            if fields and int(fields[1]) == ppid:
+                pids.append(int(entry.name))
     return pids
-
-
-def _reaped_cpu_of(pid: int) -> float:
-    """CPU of `pid`'s children that exited and were waited for (cutime, cstime)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
-    return (int(fields[13]) + int(fields[14])) / CLK_TCK
 
 
 def _postgres_role(pid: int) -> str:
