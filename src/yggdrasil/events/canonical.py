@@ -2,6 +2,14 @@
 
 Keys sorted, no whitespace, UTF-8 (not ASCII-escaped). Floats are refused: their text form is
 not stable across languages and versions, so amounts travel as decimal strings.
+
+The bytes are those of the standard library's `json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`. orjson writes the same bytes for values of JSON's own types about twelve
+times faster (0.7 µs against 8.4 for an order event's signed fields), and a relay encodes twice
+per event it receives: the signed bytes and its own view's state hash. What orjson declines
+(integers beyond 64 bits, keys that are not strings, lone surrogates) goes to the standard
+library, which gives the bytes or the error it always gave. tests/unit/events/test_canonical.py
+holds the two to the same bytes, every code point included.
 """
 
 from __future__ import annotations
@@ -12,6 +20,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+
+import orjson
+
+# Datetimes, dataclasses and subclasses of str, int, dict and list go to the fallback, as the
+# standard library treats them: orjson would write a datetime, a dataclass or a str subclass of
+# its own accord.
+_ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
 def _reject_floats(value: Any) -> None:
@@ -28,12 +44,22 @@ def _reject_floats(value: Any) -> None:
 def canonical_json(value: Any) -> bytes:
     """Raises TypeError for floats and for values JSON cannot represent."""
     _reject_floats(value)
-    return encode_float_free(value)
+    return _standard_encoding(value)
 
 
 def encode_float_free(value: Any) -> bytes:
-    """canonical_json without looking for floats, for a value known to hold none (an
-    Envelope's fields: see envelope.py). Walking the value costs about as much as encoding it."""
+    """canonical_json without looking for floats, for a value of JSON's own types known to hold
+    none (an Envelope's fields dumped in JSON mode, a structure made by `plain`): see
+    envelope.py. Walking the value costs about as much as encoding it. The precondition matters
+    more than it did: orjson writes NaN as null, and a UUID or an enum member as its text or
+    value, where canonical_json raises."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return _standard_encoding(value)
+
+
+def _standard_encoding(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
