@@ -9,7 +9,7 @@ from yggdrasil.broker.cli import broker_app
 from yggdrasil.devstack.cli import demo
 from yggdrasil.federation.cli import keys_app, partner_app, sidecar_app
 from yggdrasil.mesh.cli import mesh_app
-from yggdrasil.ops.cli import audit_app, backup_app, restore
+from yggdrasil.ops.cli import audit_app, backup_app, replay, restore
 from yggdrasil.portal.cli import app as portal_app
 from yggdrasil.tenant.cli import app as tenant_app
 
@@ -23,6 +23,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(audit_app, name="audit")
 app.add_typer(backup_app, name="backup")
 app.command("restore")(restore)
+app.command("replay")(replay)
 app.add_typer(sidecar_app, name="sidecar")
 app.add_typer(partner_app, name="partner")
 app.add_typer(keys_app, name="keys")

@@ -1,8 +1,9 @@
-"""`ygg audit ...`, `ygg backup ...` and `ygg restore` (and later replay, reconcile, export)."""
+"""`ygg audit ...`, `ygg backup ...`, `ygg restore` and `ygg replay` (and later reconcile, export)."""
 
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -347,3 +348,63 @@ def restore(
                                                 style="green" if report.audit_ok else "red")
     if not report.audit_ok:
         raise typer.Exit(EXIT_BAD)
+
+
+# -- replay ----------------------------------------------------------------------------------------
+
+# Exit codes of `ygg replay`: 0 marked (or counted, with --dry-run), also when there was nothing
+# to mark; 2 usage, a destination that is not a partner, or the database could not be reached.
+EXIT_REPLAY_USAGE = 2
+
+
+def replay(
+    destination: str = typer.Option(..., "--to", help="the partner tenant to send the events to again"),
+    since: datetime = typer.Option(
+        None, "--since", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"],
+        help="only events written at or after this time (UTC unless it has an offset); for a partner "
+             "restored from a backup, a time before that backup was taken"),
+    orders: list[str] = typer.Option(None, "--order", help="only this order's events (our order id, as the "
+                                                           "events name it); repeat for several"),
+    modules: list[str] = typer.Option(None, "--module", help="sales or purchasing (default: both); repeatable"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be sent again, mark nothing"),
+    dsn: str = typer.Option(None, "--dsn", help="tenant database DSN (default: YGG_TENANT_DSN or ygg.toml)"),
+) -> None:
+    """Send a partner again, from this tenant's outbox, the order events it already had.
+
+    For a partner restored from a backup: it lost what it applied since, and nothing else sends it again.
+
+    The rows are marked; the sidecar's publisher sends them in outbox order under new message ids.
+    The partner's inbox drops what it still has.
+
+    Exit code 0: marked (or counted); 2: usage, not a partner, or the database could not be reached."""
+    import psycopg
+
+    from yggdrasil.ops.replay import ORDER_MODULES, ReplayRefused, ReplayScope, replay_to_partner
+    from yggdrasil.settings import Settings
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    scope = ReplayScope(destination, since, tuple(orders or ()), tuple(modules or ORDER_MODULES))
+    out, err = _consoles()
+    try:
+        with psycopg.connect(dsn or Settings().tenant_dsn, connect_timeout=5, autocommit=True,
+                             application_name="ygg-replay") as conn:
+            result = replay_to_partner(conn, scope, dry_run=dry_run, on_progress=_replay_progress(err))
+    except ReplayRefused as exc:
+        raise _fail(str(exc), EXIT_REPLAY_USAGE) from None
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(f"cannot replay: {reason}", EXIT_REPLAY_USAGE) from None
+    out.print(result.summary(), markup=False)
+
+
+def _replay_progress(err):
+    """A line on stderr per 10,000 events marked, for a long history; nothing for a short one."""
+    reported = [0]
+
+    def progress(total: int) -> None:
+        if total // 10_000 > reported[0] // 10_000:
+            err.print(f"  {total:,} events so far", markup=False)
+        reported[0] = total
+
+    return progress
