@@ -360,9 +360,10 @@ EXIT_REPLAY_USAGE = 2
 def replay(
     destination: str = typer.Option(..., "--to", help="the partner tenant to send the events to again"),
     since: datetime = typer.Option(
-        None, "--since", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"],
-        help="only events written at or after this time (UTC unless it has an offset); for a partner "
-             "restored from a backup, a time before that backup was taken"),
+        None, "--since", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f",
+                                  "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S"],
+        help="only events the partner answered at or after this time, or has not answered (UTC unless "
+             "it has an offset); for a partner restored from a backup, the time the backup was taken"),
     orders: list[str] = typer.Option(None, "--order", help="only this order's events (our order id, as the "
                                                            "events name it); repeat for several"),
     modules: list[str] = typer.Option(None, "--module", help="sales or purchasing (default: both); repeatable"),

@@ -27,12 +27,15 @@ ORDER_MODULES = ("sales", "purchasing")
 
 # One batch per transaction, in id order (the publisher's order too), so that a long history
 # is not one long transaction holding its rows. Rows already waiting for a replay are left as
-# they are; pending rows are not sent yet anyway.
+# they are; pending rows are not sent yet anyway. `since` is about the partner's answers, not
+# our writes: a partner answers an event after it applies it, so every event it applied since
+# then was answered since then (or its answer is still on the way). An event written before
+# the partner's backup but applied after it, because the partner was behind, is included.
 _SELECT_BATCH = """
     SELECT id, module FROM b2b_events
      WHERE dest_tenant = %(destination)s AND module = ANY(%(modules)s) AND status <> 'pending'
        AND replay_requested_at IS NULL AND id > %(after)s
-       AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+       AND (%(since)s::timestamptz IS NULL OR acknowledged_at IS NULL OR acknowledged_at >= %(since)s::timestamptz)
        AND (%(orders)s::text[] IS NULL OR aggregate_id = ANY(%(orders)s::text[]))
      ORDER BY id LIMIT %(limit)s
 """
@@ -66,7 +69,7 @@ class ReplayScope:
         if self.order_ids:
             parts.append(f"of {'order' if len(self.order_ids) == 1 else 'orders'} {', '.join(self.order_ids)}")
         if self.since is not None:
-            parts.append(f"written since {self.since.isoformat()}")
+            parts.append(f"answered since {self.since.isoformat()} or not yet")
         if tuple(self.modules) != ORDER_MODULES:
             parts.append(f"in {', '.join(self.modules)}")
         return " ".join(parts)

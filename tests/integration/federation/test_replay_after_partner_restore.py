@@ -86,10 +86,10 @@ async def test_a_buyer_restored_from_a_backup_gets_what_it_lost_back_once_by_rep
         # The broker has nothing more for it: the buyer's consumer acked all five before the loss.
         assert await consumer_drained(broker.url, BUYER)
         assert source_states(buyer) == {"SO-7001": "draft"}
-        code, out, err = await ygg("replay", "--to", BUYER, "--since", since.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        code, out, err = await ygg("replay", "--to", BUYER, "--since", since.isoformat(),
                                    "--dsn", seller.dsn)
         assert code == 0, err
-        assert out.startswith(f"marked 4 order events to {BUYER} written since ")
+        assert out.startswith(f"marked 4 order events to {BUYER} answered since ")
         await eventually(lambda: len(source_states(buyer)) == 3, what="the lost purchase orders")
         await eventually(lambda: buyer.scalar("SELECT count(*) FROM b2b_events WHERE status = 'pending'") == 0,
                          what="the buyer's receipts for the replayed events, sent")

@@ -25,8 +25,10 @@ KEY = generate_keypair()[0]
 
 
 async def outbox_row(dsn: str, destination: str, order_id: str, *, verb: str = "created", module: str = "sales",
-                     status: str = "acknowledged", created_at: datetime | None = None) -> int:
-    """One signed order event in our outbox, moved to `status` as the sidecar would have."""
+                     status: str = "acknowledged", written: datetime | None = None,
+                     answered: datetime | None = None) -> int:
+    """One signed order event in our outbox, moved to `status` as the sidecar would have: an
+    acknowledged or rejected one was answered (`answered`, default now)."""
     side = "sales" if module == "sales" else "purchasing"
     payload = {"order_id": order_id, "currency": "EUR", "state": "draft", "lines": [
         {"line_no": 1, "sku": "RETRO-CLOCK", "description": "Retro clock", "quantity": "1", "unit_price": "9.50"}]}
@@ -35,9 +37,13 @@ async def outbox_row(dsn: str, destination: str, order_id: str, *, verb: str = "
                                        type=f"{side}.order.{verb}", aggregate_id=order_id, payload=payload,
                                        state_hash=payload_state_hash(payload))
         row = await (await conn.execute(
-            "UPDATE b2b_events SET status = %s, created_at = coalesce(%s, created_at),"
-            " published_at = CASE WHEN %s <> 'pending' THEN now() END WHERE event_id = %s RETURNING id",
-            (status, created_at, status, envelope.event_id))).fetchone()
+            "UPDATE b2b_events SET status = %(status)s, created_at = coalesce(%(written)s, created_at),"
+            " published_at = CASE WHEN %(status)s <> 'pending' THEN created_at END,"
+            " acknowledged_at = CASE WHEN %(status)s IN ('acknowledged', 'rejected')"
+            "                        THEN coalesce(%(answered)s, now()) END"
+            " WHERE event_id = %(event_id)s RETURNING id",
+            {"status": status, "written": written, "answered": answered,
+             "event_id": envelope.event_id})).fetchone()
         await conn.commit()
     return row[0]
 
@@ -51,7 +57,9 @@ async def outbox(tenant_dsn: str) -> dict[str, int]:
                               approval_policy="auto")
     long_ago = datetime.now(UTC) - timedelta(days=30)
     return {
-        "old": await outbox_row(tenant_dsn, BRAVO, "SO-1", created_at=long_ago),
+        "old": await outbox_row(tenant_dsn, BRAVO, "SO-1", written=long_ago, answered=long_ago),
+        # Written long ago, applied only recently (the partner was behind).
+        "answered late": await outbox_row(tenant_dsn, BRAVO, "SO-6", written=long_ago),
         "acknowledged": await outbox_row(tenant_dsn, BRAVO, "SO-2"),
         "rejected": await outbox_row(tenant_dsn, BRAVO, "SO-2", verb="updated", status="rejected"),
         "published": await outbox_row(tenant_dsn, BRAVO, "SO-3", status="published"),
@@ -67,7 +75,7 @@ def marked(dsn: str) -> dict[int, int]:
         return dict(conn.execute("SELECT id, replays FROM b2b_events WHERE replay_requested_at IS NOT NULL").fetchall())
 
 
-def test_every_sent_order_event_to_the_partner_since_the_time_is_marked_once_and_the_publisher_is_woken(
+def test_every_order_event_the_partner_answered_since_the_time_or_not_yet_is_marked_once_and_the_publisher_woken(
         tenant_dsn, outbox):
     since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
     with psycopg.connect(tenant_dsn, autocommit=True) as listener:
@@ -75,16 +83,16 @@ def test_every_sent_order_event_to_the_partner_since_the_time_is_marked_once_and
         result = run_ygg("replay", "--to", BRAVO, "--since", since, "--dsn", tenant_dsn)
         woken = list(listener.notifies(timeout=2, stop_after=1))
     assert result.returncode == 0, result.stderr
-    expected = {outbox[name] for name in ("acknowledged", "rejected", "published", "purchasing")}
+    expected = {outbox[name] for name in ("answered late", "acknowledged", "rejected", "published", "purchasing")}
     assert marked(tenant_dsn) == dict.fromkeys(expected, 1)
-    assert result.stdout.strip().startswith(f"marked 4 order events to {BRAVO} written since ")
-    assert "(purchasing 1, sales 3)" in result.stdout
+    assert result.stdout.strip().startswith(f"marked 5 order events to {BRAVO} answered since ")
+    assert "or not yet for replay (purchasing 1, sales 4)" in result.stdout
     assert woken and woken[0].channel == OUTBOX_CHANNEL
 
     # Rows already waiting are not marked twice (nor counted as marked).
     again = run_ygg("replay", "--to", BRAVO, "--since", since, "--dsn", tenant_dsn)
     assert again.returncode == 0, again.stderr
-    assert "marked 0 order events" in again.stdout and "4 were already waiting" in again.stdout
+    assert "marked 0 order events" in again.stdout and "5 were already waiting" in again.stdout
     assert marked(tenant_dsn) == dict.fromkeys(expected, 1)
 
 
@@ -99,7 +107,7 @@ def test_orders_and_modules_narrow_what_is_marked(tenant_dsn, outbox):
 def test_a_dry_run_counts_and_marks_nothing(tenant_dsn, outbox):
     result = run_ygg("replay", "--to", BRAVO, "--dry-run", "--dsn", tenant_dsn)
     assert result.returncode == 0, result.stderr
-    assert f"would mark 5 order events to {BRAVO} for replay (purchasing 1, sales 4)" in result.stdout
+    assert f"would mark 6 order events to {BRAVO} for replay (purchasing 1, sales 5)" in result.stdout
     assert marked(tenant_dsn) == {}
 
 
