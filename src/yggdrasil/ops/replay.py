@@ -4,8 +4,8 @@ For the loss that nothing in the federation notices by itself: a partner restore
 backup has lost what it applied after the backup was taken. Our rows for those events are
 acknowledged, so no receipt timeout sends them again; its broker consumer's ack floor is past
 them, so the broker does not redeliver them; and an order with no later event shows it no gap
-to ask a resync for. The operator of the source runs this for the partner, from a time before
-its backup.
+to ask a resync for. The operator of the source runs this for the partner, with the time its
+backup was taken.
 
 Marking is what a partner's `b2b.resync.request` does for one order (federation/resync.py):
 `replay_requested_at` is set and the sidecar's publisher, woken by NOTIFY, sends the rows again
@@ -93,7 +93,8 @@ class ReplayResult:
         if counts:
             line += f" ({counts})"
         if self.already_waiting:
-            line += f"; {self.already_waiting:,} were already waiting to be sent again"
+            line += (f"; {self.already_waiting:,} of the order events to {self.scope.destination} were already "
+                     "waiting to be sent again")
         if self.total and not self.dry_run:
             line += (f". The sidecar's publisher sends them again; {self.scope.destination}'s inbox drops "
                      "what it already has")
