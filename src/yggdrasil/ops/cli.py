@@ -364,8 +364,9 @@ def replay(
                                   "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S"],
         help="only events the partner answered at or after this time, or has not answered (UTC unless "
              "it has an offset); for a partner restored from a backup, the time the backup was taken"),
-    orders: list[str] = typer.Option(None, "--order", help="only this order's events (our order id, as the "
-                                                           "events name it); repeat for several"),
+    orders: list[str] = typer.Option(None, "--order", help="only this order's events: the id of our sales or "
+                                                           "purchase order (as in /api/v1/sales-orders/{id}); "
+                                                           "repeat for several"),
     modules: list[str] = typer.Option(None, "--module", help="sales or purchasing (default: both); repeatable"),
     dry_run: bool = typer.Option(False, "--dry-run", help="count what would be sent again, mark nothing"),
     dsn: str = typer.Option(None, "--dsn", help="tenant database DSN (default: YGG_TENANT_DSN or ygg.toml)"),
