@@ -278,6 +278,11 @@ def purchase_orders(buyer: Tenant) -> list[tuple]:
     )
 
 
+
+def source_states(buyer: Tenant) -> dict[str, str]:
+    """{the seller's order id: the seller's state as the buyer recorded it}, per purchase order."""
+    return {row[0]: row[2] for row in purchase_orders(buyer)}
+
 def outbox_message(tenant: Tenant, envelope: Envelope) -> InboundMessage:
     """The outbox row of `envelope`, as the broker would deliver it."""
     subject, raw = tenant.fetch("SELECT subject, envelope FROM b2b_events WHERE event_id = %s",

@@ -25,9 +25,9 @@ from .b2b_harness import (
     eventually,
     order_lifecycle,
     outbox_statuses,
-    purchase_orders,
     running_sidecar,
     sell,
+    source_states,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,10 +37,6 @@ YGG = Path(sys.executable).parent / "ygg"
 
 def database_of(tenant: Tenant) -> str:
     return psycopg.conninfo.conninfo_to_dict(tenant.dsn)["dbname"]
-
-
-def source_states(buyer: Tenant) -> dict[str, str]:
-    return {row[0]: row[2] for row in purchase_orders(buyer)}
 
 
 def all_acknowledged(seller: Tenant, count: int) -> bool:

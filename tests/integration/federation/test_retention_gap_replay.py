@@ -27,9 +27,9 @@ from .b2b_harness import (
     broker_admin,
     eventually,
     outbox_statuses,
-    purchase_orders,
     running_sidecar,
     sell,
+    source_states,
 )
 
 pytestmark = pytest.mark.integration
@@ -59,10 +59,6 @@ async def buyer_online_once(buyer: Tenant) -> None:
     offline from now on."""
     async with running_sidecar(buyer) as status:
         await eventually(lambda: status.relay.state == "running", what="the buyer's relay")
-
-
-def source_states(buyer: Tenant) -> dict[str, str]:
-    return {po[0]: po[2] for po in purchase_orders(buyer)}
 
 
 def resync_requests(buyer: Tenant) -> int:
